@@ -1,0 +1,1 @@
+"""Token records, official-record import and the input pipeline."""
