@@ -1,0 +1,244 @@
+"""The Lumos decoder in Flax NNX: Llama/Chameleon blocks with QK-LayerNorm, GQA, SwiGLU and MM-RoPE.
+
+  embed -> N x [x + attn(rmsnorm(x)); x + swiglu(rmsnorm(x))] -> rmsnorm -> hidden [B, L, d]
+  logits = hidden @ head (untied)
+
+Layers are created with `nnx.vmap` and applied with `nnx.scan` (one compiled layer body, parameters
+stacked on a leading "layers" axis) under a named remat policy. Parameters are float32; matmuls run
+in `cfg.dtype`. Every parameter carries logical axis names (see sharding.RULES).
+
+Two ways to run it:
+  model(ids, positions, k_start, k_end) -> hidden            training / full recomputation
+  model.extend(cache, ids, positions, k_start, k_end)        new tokens against a KV cache
+The cache is a dict {"k", "v": [n_layers, B, S, Hkv, D], "length": int32 []}; `init_cache` makes an
+empty one, `extend` writes the new tokens' keys/values at [length, length + n) and returns the new
+cache (pass `write=False` to get the hidden states only: the sampler's decoding steps).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from lumos_jax import attention, rope
+from lumos_jax.sharding import constrain
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation: fastest, most memory
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in backward
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),  # keep attention output
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Decoder shape and numerics. Built from a config's `model` field by `from_config`."""
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  rope_variant: str = "mm"
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  dtype: str = "float32"  # compute dtype
+  remat: str = "full"
+  attention: str = "xla"
+  attention_block_q: int = 256
+  max_lookahead: int = 4083  # longest frame block - 1 (4,084-token 384p frames)
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    rope.check_head_dim(self.head_dim, self.rope_variant)
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of "
+                       f"model.n_kv_heads={self.n_kv_heads} (grouped-query attention)")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat={self.remat!r}: choose one of {sorted(REMAT_POLICIES)}")
+    if self.attention not in attention.IMPLEMENTATIONS:
+      raise ValueError(f"model.attention={self.attention!r}: choose one of "
+                       f"{sorted(attention.IMPLEMENTATIONS)}")
+
+  @classmethod
+  def from_config(cls, cfg) -> "ModelConfig":
+    return cls(**dict(cfg))
+
+
+def _param(rngs, shape, names, std):
+  init = nnx.initializers.normal(std) if std else nnx.initializers.ones
+  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names,
+                   eager_sharding=False)
+
+
+class RMSNorm(nnx.Module):
+  """RMSNorm in float32, cast back, then times the weight (as the official model)."""
+
+  def __init__(self, dim: int, eps: float, *, rngs: nnx.Rngs):
+    self.weight = _param(rngs, (dim,), ("norm",), None)
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
+
+
+class QKNorm(nnx.Module):
+  """LayerNorm over head_dim (eps 1e-5), one weight/bias [head_dim] shared by all heads."""
+
+  def __init__(self, head_dim: int, *, rngs: nnx.Rngs):
+    self.weight = _param(rngs, (head_dim,), ("head_dim",), None)
+    self.bias = nnx.Param(jnp.zeros((head_dim,), jnp.float32), out_sharding=("head_dim",),
+                          eager_sharding=False)
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + 1e-5) * self.weight[...] + self.bias[...]
+    return y.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """q/k/v/o projections without bias, GQA, QK-LayerNorm before RoPE."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    d, hq, hkv, hd, std = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.init_std
+    self.wq = _param(rngs, (d, hq, hd), ("embed", "q_heads", "head_dim"), std)
+    self.wk = _param(rngs, (d, hkv, hd), ("embed", "kv_heads", "head_dim"), std)
+    self.wv = _param(rngs, (d, hkv, hd), ("embed", "kv_heads", "head_dim"), std)
+    self.wo = _param(rngs, (hq, hd, d), ("q_heads", "head_dim", "embed"), std)
+    self.q_norm = QKNorm(hd, rngs=rngs)
+    self.k_norm = QKNorm(hd, rngs=rngs)
+    self.cfg = cfg
+
+  def __call__(self, x_bld, angles_blf, k_start, k_end, kv_cache=None):
+    """x [B, L, d] -> ([B, L, d], (k, v)): k/v are this call's keys/values, or the updated cache
+    buffers [B, S, Hkv, D] when `kv_cache = (k_buf, v_buf, offset)` is given."""
+    cfg, dt = self.cfg, x_bld.dtype
+    q = jnp.einsum("bld,dhk->blhk", x_bld, self.wq[...].astype(dt))
+    k = jnp.einsum("bld,dhk->blhk", x_bld, self.wk[...].astype(dt))
+    v = jnp.einsum("bld,dhk->blhk", x_bld, self.wv[...].astype(dt))
+    q = rope.apply(self.q_norm(q), angles_blf)
+    k = rope.apply(self.k_norm(k), angles_blf)
+    if kv_cache is not None:
+      k_buf, v_buf, offset = kv_cache
+      k = jax.lax.dynamic_update_slice_in_dim(k_buf, k.astype(k_buf.dtype), offset, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v_buf, v.astype(v_buf.dtype), offset, axis=1)
+    out = attention.attend(q, k.astype(dt), v.astype(dt), k_start, k_end, impl=cfg.attention,
+                           block_q=cfg.attention_block_q, max_lookahead=cfg.max_lookahead)
+    out = checkpoint_name(out, "attn_out")
+    return jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt)), (k, v)
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x)), no bias."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    d, f, std = cfg.d_model, cfg.mlp_dim, cfg.init_std
+    self.w_gate = _param(rngs, (d, f), ("embed", "mlp"), std)
+    self.w_up = _param(rngs, (d, f), ("embed", "mlp"), std)
+    self.w_down = _param(rngs, (f, d), ("mlp", "embed"), std)
+
+  def __call__(self, x):
+    dt = x.dtype
+    h = jax.nn.silu(x @ self.w_gate[...].astype(dt)) * (x @ self.w_up[...].astype(dt))
+    return h @ self.w_down[...].astype(dt)
+
+
+class Block(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x, angles, k_start, k_end, kv_cache=None):
+    attn_out, kv = self.attn(self.attn_norm(x), angles, k_start, k_end, kv_cache)
+    x = x + attn_out
+    x = x + self.mlp(self.mlp_norm(x))
+    return constrain(x, ("act_batch", "act_len", "act_embed")), kv
+
+
+class Decoder(nnx.Module):
+  """The Lumos decoder. See the module docstring for the two ways to call it."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.init_std)
+
+    @nnx.split_rngs(splits=cfg.n_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make_blocks(rngs):
+      return Block(cfg, rngs=rngs)
+
+    self.blocks = make_blocks(rngs)
+    self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
+    self.head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.init_std)
+
+  def _run(self, ids, positions, k_start, k_end, cache=None):
+    """Shared body: embed, scan the blocks (with cache buffers as per-layer inputs), final norm."""
+    cfg = self.cfg
+    x = jnp.take(self.embed[...], ids, axis=0).astype(cfg.dtype)
+    x = constrain(x, ("act_batch", "act_len", "act_embed"))
+    angles = rope.angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_variant)
+    policy = REMAT_POLICIES[cfg.remat]
+
+    def layer(block, x, kv_cache):
+      return block(x, angles, k_start, k_end, kv_cache)
+
+    if cfg.remat != "none":
+      layer = nnx.remat(layer, policy=policy)
+
+    if cache is None:
+      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+                transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def scan_plain(block, x):
+        return layer(block, x, None)[0]
+      return self.final_norm(scan_plain(self.blocks, x)), None
+
+    offset = cache["length"]
+
+    @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
+              transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def scan_cached(block, x, k_buf, v_buf):
+      x, (k_buf, v_buf) = layer(block, x, (k_buf, v_buf, offset))
+      return x, k_buf, v_buf
+
+    x, k_all, v_all = scan_cached(self.blocks, x, cache["k"], cache["v"])
+    new_cache = {"k": k_all, "v": v_all, "length": offset + ids.shape[1]}
+    return self.final_norm(x), new_cache
+
+  def __call__(self, ids_bl, positions_bl3, k_start_bl, k_end_bl):
+    """ids int [B, L], positions int [B, L, 3], key ranges int [B, L] -> hidden [B, L, d]."""
+    return self._run(ids_bl, positions_bl3, k_start_bl, k_end_bl)[0]
+
+  def logits(self, hidden_bld):
+    """Full-vocabulary logits in float32 [B, L, vocab]. Training never calls this (see loss.py)."""
+    return jnp.einsum("bld,dv->blv", hidden_bld, self.head[...].astype(hidden_bld.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def init_cache(self, batch: int, size: int, dtype=None) -> dict:
+    """An empty KV cache for `size` tokens."""
+    cfg = self.cfg
+    shape = (cfg.n_layers, batch, size, cfg.n_kv_heads, cfg.head_dim)
+    dtype = dtype or cfg.dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "length": jnp.zeros((), jnp.int32)}
+
+  def extend(self, cache, ids_bn, positions_bn3, k_start_bn, k_end_bn, *, write: bool = True):
+    """Runs n new tokens (absolute indices length .. length+n-1) against the cache.
+
+    Key ranges are absolute key indices into the cache buffer; keys beyond `length + n` must lie
+    outside every range. Returns (hidden [B, n, d], cache with the new keys/values if `write`,
+    else the cache unchanged).
+    """
+    hidden, new_cache = self._run(ids_bn, positions_bn3, k_start_bn, k_end_bn, cache)
+    return hidden, (new_cache if write else cache)
