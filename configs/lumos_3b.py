@@ -17,7 +17,7 @@ def get_config():
   cfg.vocab = "lumos"
   cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
   cfg.model = ml_collections.ConfigDict(dict(
-      vocab_size=129_536, d_model=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128,
+      vocab_size=129_536, visual_offset=65_536, d_model=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128,
       mlp_dim=8192, rope_variant="mm", rope_theta=10000.0, norm_eps=1e-5, dtype="bfloat16",
       remat="full", attention="xla", attention_block_q=256, max_lookahead=4083, init_std=0.02))
   return cfg

@@ -39,4 +39,7 @@ def model_config(cfg) -> ModelConfig:
   if model_cfg.vocab_size < v.size:
     raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the {cfg.vocab!r} "
                      f"vocabulary ({v.size} ids)")
+  if model_cfg.visual_offset != v.visual_offset:
+    raise ValueError(f"model.visual_offset={model_cfg.visual_offset} does not match the first "
+                     f"visual id of the {cfg.vocab!r} vocabulary ({v.visual_offset})")
   return model_cfg

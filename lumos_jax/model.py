@@ -1,7 +1,8 @@
 """The Lumos decoder in Flax NNX: Llama/Chameleon blocks with QK-LayerNorm, GQA, SwiGLU and MM-RoPE.
 
   embed -> N x [x + attn(rmsnorm(x)); x + swiglu(rmsnorm(x))] -> rmsnorm -> hidden [B, L, d]
-  logits = hidden @ head (untied)
+  logits = hidden @ [head_text | head_visual] (untied; split at the first visual id, so AR-DF
+           training, which only scores visual ids, never touches or slices the text columns)
 
 Layers are created with `nnx.vmap` and applied with `nnx.scan` (one compiled layer body, parameters
 stacked on a leading "layers" axis) under a named remat policy. Parameters are float32; matmuls run
@@ -38,6 +39,7 @@ REMAT_POLICIES = {
 class ModelConfig:
   """Decoder shape and numerics. Built from a config's `model` field by `from_config`."""
   vocab_size: int
+  visual_offset: int  # first visual id: head_text has this many columns, head_visual the rest
   d_model: int
   n_layers: int
   n_heads: int
@@ -59,6 +61,9 @@ class ModelConfig:
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of "
                        f"model.n_kv_heads={self.n_kv_heads} (grouped-query attention)")
+    if not 0 < self.visual_offset < self.vocab_size:
+      raise ValueError(f"model.visual_offset={self.visual_offset} must lie inside the vocabulary "
+                       f"(model.vocab_size={self.vocab_size})")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"model.remat={self.remat!r}: choose one of {sorted(REMAT_POLICIES)}")
     if self.attention not in attention.IMPLEMENTATIONS:
@@ -181,7 +186,9 @@ class Decoder(nnx.Module):
 
     self.blocks = make_blocks(rngs)
     self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
-    self.head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.init_std)
+    self.head_text = _param(rngs, (cfg.d_model, cfg.visual_offset), ("embed", "vocab"), cfg.init_std)
+    self.head_visual = _param(rngs, (cfg.d_model, cfg.vocab_size - cfg.visual_offset),
+                              ("embed", "vocab"), cfg.init_std)
 
   def _run(self, ids, positions, k_start, k_end, cache=None):
     """Shared body: embed, scan the blocks (with cache buffers as per-layer inputs), final norm."""
@@ -222,7 +229,8 @@ class Decoder(nnx.Module):
 
   def logits(self, hidden_bld):
     """Full-vocabulary logits in float32 [B, L, vocab]. Training never calls this (see loss.py)."""
-    return jnp.einsum("bld,dv->blv", hidden_bld, self.head[...].astype(hidden_bld.dtype),
+    head = jnp.concatenate([self.head_text[...], self.head_visual[...]], axis=1)
+    return jnp.einsum("bld,dv->blv", hidden_bld, head.astype(hidden_bld.dtype),
                       preferred_element_type=jnp.float32)
 
   def init_cache(self, batch: int, size: int, dtype=None) -> dict:

@@ -10,17 +10,18 @@ from lumos_jax import loss
 @pytest.mark.parametrize("chunk", [7, 16, 64])
 def test_chunked_equals_naive(chunk):
   rng = np.random.default_rng(chunk)
-  b, length, d, vocab, offset, vsize = 2, 45, 16, 300, 100, 180
+  b, length, d, vocab, offset, vsize = 2, 45, 16, 280, 100, 180
   hidden = jnp.asarray(rng.normal(size=(b, length, d)), jnp.float32)
   head = jnp.asarray(rng.normal(size=(d, vocab)) * 0.3, jnp.float32)
   targets = jnp.asarray(rng.integers(0, vocab, size=(b, length)), jnp.int32)
   weights = (rng.random((b, length)) < 0.6) & (np.asarray(targets) >= offset) & (
       np.asarray(targets) < offset + vsize)
   weights = jnp.asarray(weights, jnp.float32)
-  kw = dict(visual_offset=offset, visual_size=vsize)
 
   def value_and_grads(fn):
-    f = lambda h, w: fn(h, w, targets, weights, chunk=chunk, **kw)[0]
+    def f(h, w):
+      return fn(h, w[:, offset:], targets, weights, visual_offset=offset, chunk=chunk,
+                head_text=w[:, :offset])[0]
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(hidden, head)
 
   (v_ref, g_ref), (v_chk, g_chk) = value_and_grads(loss.naive), value_and_grads(loss.chunked)
@@ -35,13 +36,14 @@ def test_chunked_equals_naive(chunk):
   ce = lse - np.take_along_axis(vis, t[..., None], -1)[..., 0]
   w = np.asarray(weights)
   np.testing.assert_allclose(v_ref, (ce * w).sum() / w.sum(), rtol=1e-5)
-  _, aux = loss.chunked(hidden, head, targets, weights, chunk=chunk, **kw)
+  np.testing.assert_array_equal(g_ref[1][:, :offset], 0)  # text columns get no gradient
+  _, aux = loss.chunked(hidden, head[:, offset:], targets, weights, visual_offset=offset, chunk=chunk)
   assert float(aux["n_tokens"]) == w.sum()
 
 
 def test_no_weight_no_loss():
   h = jnp.ones((1, 8, 4))
-  head = jnp.ones((4, 20))
-  value, aux = loss.chunked(h, head, jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8)),
-                            visual_offset=10, visual_size=10, chunk=4)
+  head_visual = jnp.ones((4, 10))
+  value, aux = loss.chunked(h, head_visual, jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, 8)),
+                            visual_offset=10, chunk=4)
   assert float(value) == 0.0 and float(aux["n_tokens"]) == 0.0

@@ -26,7 +26,7 @@ def test_3d_axis_table_is_contiguous_2_3_3():
 @pytest.mark.parametrize("head_dim", [48, 16, 33])
 def test_mm_head_dim_must_be_multiple_of_32(head_dim):
   with pytest.raises(ValueError, match="head_dim"):
-    ModelConfig(vocab_size=840, d_model=64, n_layers=1, n_heads=2, n_kv_heads=1,
+    ModelConfig(vocab_size=840, visual_offset=328, d_model=64, n_layers=1, n_heads=2, n_kv_heads=1,
                 head_dim=head_dim, mlp_dim=64)
 
 
