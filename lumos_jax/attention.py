@@ -65,6 +65,15 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
 IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked}
 
 
+def check_lookahead(layout_lookahead: int, max_lookahead: int) -> None:
+  """Host-side guard for the "xla" path: a layout whose frames reach further ahead than the
+  configured `model.max_lookahead` would silently lose keys, so refuse it before running."""
+  if layout_lookahead > max_lookahead:
+    raise ValueError(f"a frame block reaches {layout_lookahead} keys ahead of its first query, more "
+                     f"than model.max_lookahead={max_lookahead}: raise model.max_lookahead to at "
+                     f"least the longest frame block - 1 (4 + H * (W + 1) - 1 tokens)")
+
+
 def attend(q, k, v, k_start, k_end, *, impl: str = "xla", **options):
   """Attention under the (k_start, k_end) key ranges with the named implementation.
 

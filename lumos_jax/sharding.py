@@ -10,7 +10,6 @@ import math
 from typing import Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -93,7 +92,3 @@ def batch_spec(mesh: Mesh, ndim: int) -> P:
   """Batch arrays [B, ...] shard their first axis over the data axes."""
   return logical_to_spec(("act_batch",) + (None,) * (ndim - 1), mesh.axis_names)
 
-
-def host_array_size(mesh: Mesh) -> int:
-  """Number of batch shards (product of the data axes' sizes)."""
-  return int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))

@@ -56,3 +56,9 @@ def test_unknown_implementation():
   i = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
     attention.attend(x, x, x, i, i + 1, impl="flash")
+
+
+def test_check_lookahead_names_the_field():
+  attention.check_lookahead(23, 23)
+  with pytest.raises(ValueError, match="model.max_lookahead=22"):
+    attention.check_lookahead(23, 22)

@@ -141,3 +141,14 @@ def test_config_errors_name_the_field():
   cfg.model.visual_offset = 300
   with pytest.raises(ValueError, match="model.visual_offset=300"):
     config.model_config(cfg)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  args, _ = _batch(4, b=2, length=96)
+  model32 = Decoder(TINY, rngs=nnx.Rngs(0))
+  model16 = Decoder(dataclasses.replace(TINY, dtype="bfloat16"), rngs=nnx.Rngs(0))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model16, nnx.Param)))
+  h32, h16 = model32(*args), model16(*args)
+  assert h16.dtype == jnp.bfloat16
+  err = float(jnp.max(jnp.abs(h16.astype(jnp.float32) - h32)))
+  assert err < 0.1 * float(jnp.max(jnp.abs(h32))), err
