@@ -36,6 +36,7 @@ class Vocab:
   visual_offset: int  # id of visual code 0
   visual_size: int   # number of visual codes
   size_unit: int = 4  # latent rows/cols per size-token step (32 px / 8 px stride)
+  byte_text_offset: int | None = None  # compact vocabularies: text is UTF-8 bytes at this offset
 
   def __post_init__(self):
     if self.visual_offset + self.visual_size > self.size:
@@ -51,21 +52,36 @@ class Vocab:
   def is_visual(self, ids: np.ndarray) -> np.ndarray:
     return (ids >= self.visual_offset) & (ids < self.visual_offset + self.visual_size)
 
+  def encode_text(self, text: str) -> list[int]:
+    """Byte-level text ids (compact vocabularies only; the official one uses Chameleon's BPE)."""
+    if self.byte_text_offset is None:
+      raise ValueError("this vocabulary has no built-in text tokenizer (the official Lumos "
+                       "vocabulary needs the Chameleon BPE tokenizer)")
+    return [self.byte_text_offset + b for b in text.encode("utf-8")]
+
+  def decode_text(self, ids: Sequence[int]) -> str:
+    """Inverse of `encode_text`; ids outside the byte range are dropped."""
+    lo = self.byte_text_offset
+    return bytes(i - lo for i in ids if lo <= i < lo + 256).decode("utf-8", errors="replace")
+
   @classmethod
   def compact(cls, text_size: int = 256, visual_size: int = 512, number_count: int = 64,
               size_unit: int = 1) -> "Vocab":
     """A small vocabulary with the official structure, for demo-sized models.
 
     Ids: 0 BOS, 1 SEP, 2 IMAGE_START, 3 IMAGE_END, 4 NEWLINE, 5 MASK, 6 VIDEO_START, 7 VIDEO_END,
-    then `number_count` integer tokens, then `text_size` text ids, then `visual_size` codes.
+    then `number_count` integer tokens, then `text_size` text ids (the first 256 are UTF-8
+    bytes, see `encode_text`), then `visual_size` codes.
     """
+    if text_size < 256:
+      raise ValueError(f"text_size={text_size}: byte-level text needs at least 256 ids")
     number_zero = 8
     text_zero = number_zero + number_count
     visual_offset = text_zero + text_size
     return cls(size=visual_offset + visual_size, bos=0, sep=1, image_start=2, image_end=3,
                newline=4, mask=5, video_start=6, video_end=7, number_zero=number_zero,
                number_count=number_count, visual_offset=visual_offset, visual_size=visual_size,
-               size_unit=size_unit)
+               size_unit=size_unit, byte_text_offset=text_zero)
 
 
 # Official ids (LUMOS_REFERENCE.md section 2.1). Integer tokens 8804.. stop below MASK (9003).

@@ -132,3 +132,11 @@ def test_pack_rejects_overflow():
   ids, _ = _video()
   with pytest.raises(ValueError, match=re.escape(f"samples hold {len(ids)} tokens")):
     tokens.pad(tokens.parse(ids, VOCAB), len(ids) - 1)
+
+
+def test_compact_byte_text_roundtrip():
+  ids = VOCAB.encode_text("a red circle moves left")
+  assert min(ids) >= VOCAB.byte_text_offset and max(ids) < VOCAB.visual_offset
+  assert VOCAB.decode_text(ids) == "a red circle moves left"
+  with pytest.raises(ValueError, match="no built-in text tokenizer"):
+    tokens.LUMOS.encode_text("hi")
