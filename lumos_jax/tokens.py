@@ -275,6 +275,33 @@ def parse(ids: Sequence[int] | np.ndarray, vocab: Vocab = LUMOS,
                 col=col, valid=np.ones(n, bool))
 
 
+def video_suffix(ids: np.ndarray, vocab: Vocab = LUMOS) -> np.ndarray:
+  """The text-dropped (unconditional) form: everything from the first VIDEO_START on.
+
+  Used for the 10% CFG text drop in training and as the sampler's unconditional sequence.
+  """
+  ids = np.asarray(ids)
+  starts = np.flatnonzero(ids == vocab.video_start)
+  if not starts.size:
+    raise ValueError("sequence has no VIDEO_START: nothing to keep without the text")
+  return ids[starts[0]:]
+
+
+def cut_frames(ids: np.ndarray, layout: Layout, n: int, vocab: Vocab = LUMOS) -> np.ndarray:
+  """Keeps the first `n` frames of a single-video sample and closes it with VIDEO_END, SEP.
+
+  Samples with at most `n` frames come back unchanged. Header tokens are not rewritten (see
+  lumos_jax.data.official for the official fps/duration rewrite).
+  """
+  ids = np.asarray(ids)
+  ends = np.flatnonzero((layout.frame >= 0) & (ids == vocab.image_end))
+  if n < 1:
+    raise ValueError(f"cannot cut to {n} frames: keep at least one")
+  if len(ends) <= n:
+    return ids
+  return np.concatenate([ids[:ends[n - 1] + 1], [vocab.video_end, vocab.sep]]).astype(ids.dtype)
+
+
 def pack(layouts: Sequence[Layout], length: int) -> Layout:
   """Concatenates sample layouts into one row of `length` tokens, padding the rest.
 

@@ -140,3 +140,16 @@ def test_compact_byte_text_roundtrip():
   assert VOCAB.decode_text(ids) == "a red circle moves left"
   with pytest.raises(ValueError, match="no built-in text tokenizer"):
     tokens.LUMOS.encode_text("hi")
+
+
+def test_video_suffix_and_cut_frames():
+  ids, frames = _video(t=3)
+  suffix = tokens.video_suffix(ids, VOCAB)
+  assert suffix[0] == VOCAB.video_start and len(suffix) == len(ids) - 5
+  lay = tokens.parse(ids, VOCAB)
+  cut = tokens.cut_frames(ids, lay, 2, VOCAB)
+  expected = tokens.build([100, 101, 102], frames[:2], fps=12, duration=2, vocab=VOCAB)
+  np.testing.assert_array_equal(cut, expected)
+  np.testing.assert_array_equal(tokens.cut_frames(ids, lay, 5, VOCAB), ids)
+  with pytest.raises(ValueError, match="no VIDEO_START"):
+    tokens.video_suffix(np.array([0, 100, 1]), VOCAB)

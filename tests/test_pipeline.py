@@ -1,0 +1,183 @@
+"""The grain pipeline: example contents, exact resume (also across processes and with workers),
+disjoint per-process shards, and robustness to fuzzed records."""
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from helpers import VOCAB, random_sample
+from lumos_jax import tokens
+from lumos_jax.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(n=40, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"id": f"r{i}", "tokens": random_sample(rng).tolist()} for i in range(n)]
+
+
+CFG = pipeline.PipelineConfig(seq_len=96, batch_size=4, seed=3, max_frames=2)
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_examples_are_masked_padded_and_laid_out():
+  records = _records()
+  batch = next(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)))
+  assert set(batch) == set(pipeline.FIELDS)
+  assert batch["inputs"].shape == (4, 96) and batch["positions"].shape == (4, 96, 3)
+  for b in range(4):
+    n = int(batch["valid"][b].sum())
+    ids = batch["targets"][b][:n]
+    lay = tokens.parse(ids, VOCAB)
+    assert lay.frame.max() + 1 <= 2  # cut to max_frames
+    np.testing.assert_array_equal(batch["k_end"][b][:n], lay.k_end)
+    np.testing.assert_array_equal(batch["positions"][b][:n], lay.positions)
+    masked = batch["inputs"][b] != batch["targets"][b]
+    assert (batch["inputs"][b][masked] == VOCAB.mask).all()
+    np.testing.assert_array_equal(batch["weights"][b][:n] > 0, masked[:n] & lay.code)
+    assert not batch["valid"][b][n:].any() and not batch["weights"][b][n:].any()
+    # the unmasked stream is one of the records (possibly text-dropped and frame-cut)
+    starts = [r["tokens"] for r in records]
+    assert any(np.array_equal(ids, tokens.cut_frames(np.array(s), tokens.parse(np.array(s), VOCAB),
+                                                     2, VOCAB)[-n:]) for s in starts)
+
+
+def test_cfg_drop_rate():
+  cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.3, num_epochs=5)
+  ds = pipeline.build([_records(100)], cfg, VOCAB, process_index=0, process_count=1)
+  firsts = np.array([b["targets"][0, 0] for b in ds])
+  assert len(firsts) == 500
+  assert abs(np.mean(firsts == VOCAB.video_start) - 0.3) < 0.06
+
+
+def test_resume_in_process():
+  records = _records()
+  full = _take(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)), 8)
+  it = iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1))
+  _take(it, 3)
+  state = it.get_state()
+  fresh = iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1))
+  fresh.set_state(state)
+  _assert_batches_equal(_take(fresh, 5), full[3:])
+
+
+_RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np
+    sys.path.insert(0, "tests")
+    from helpers import VOCAB
+    from test_pipeline import _records, CFG
+    import dataclasses
+    from lumos_jax.data import pipeline
+    workers, state = int(sys.argv[1]), json.loads(sys.argv[2])
+    cfg = dataclasses.replace(CFG, workers=workers)
+    it = iter(pipeline.build([_records()], cfg, VOCAB, process_index=0, process_count=1))
+    it.set_state(state)
+    out = [next(it) for _ in range(4)]
+    np.savez(sys.argv[3], **{f"{i}_{k}": v for i, b in enumerate(out) for k, v in b.items()})
+""")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_in_a_new_process(tmp_path, workers):
+  import dataclasses
+  cfg = dataclasses.replace(CFG, workers=workers)
+  records = _records()
+  it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
+  _take(it, 3)
+  state = it.get_state()
+  expected = _take(it, 4)
+  out = tmp_path / "next.npz"
+  subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(workers), json.dumps(state), str(out)],
+                 cwd=REPO, check=True, timeout=300)
+  got = np.load(out)
+  got = [{k: got[f"{i}_{k}"] for k in pipeline.FIELDS} for i in range(4)]
+  _assert_batches_equal(got, expected)
+
+
+def test_fuzzed_records_are_rejected_and_valid_ones_pass(caplog):
+  rng = np.random.default_rng(7)
+  valid = _records(50, seed=1)
+  good = np.array(valid[0]["tokens"])
+  huge = np.zeros(1_000_001, np.int32)  # one array shared by every "huge" record
+  fuzz = []
+  makers = [
+      lambda: good[:int(rng.integers(1, len(good) - 1))].tolist(),           # truncated
+      lambda: [str(x) for x in good],                                        # wrong types
+      lambda: "not a list",
+      lambda: None,
+      lambda: (good + VOCAB.size).tolist(),                                  # ids out of range
+      lambda: np.insert(good, int(np.flatnonzero(good == VOCAB.newline)[0]), 400).tolist(),  # row
+      lambda: [],                                                            # empty
+      lambda: huge,                                                          # huge
+      lambda: rng.random(20).tolist(),                                       # floats
+      lambda: [[1, 2], [3, 4]],                                              # nested
+  ]
+  for i in range(1000):
+    fuzz.append({"id": f"fuzz{i}", "tokens": makers[i % len(makers)]()})
+  mixed = []
+  for i in range(1000):
+    mixed.append(fuzz[i])
+    if i % 20 == 0:
+      mixed.append(valid[i // 20])
+  cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0, num_epochs=1)
+  with caplog.at_level(logging.WARNING):
+    out = list(pipeline.build([mixed], cfg, VOCAB, process_index=0, process_count=1))
+  got = sorted(tuple(b["targets"][0][b["valid"][0]]) for b in out)
+  assert got == sorted(tuple(r["tokens"]) for r in valid)
+  skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping record")]
+  assert len(skipped) == 1000
+  assert all(f"skipping record fuzz" in m for m in skipped)
+  assert any("more than max_record_tokens" in m for m in skipped)
+  assert any("row length disagrees" in m for m in skipped)
+  assert any("outside the vocabulary" in m for m in skipped)
+
+
+_SHARD_SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
+                               process_id=int(sys.argv[2]), initialization_timeout=60)
+    assert jax.device_count() == 8 and jax.local_device_count() == 4
+    sys.path.insert(0, "tests")
+    from helpers import VOCAB
+    from test_pipeline import _records
+    from lumos_jax.data import pipeline
+    cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0, num_epochs=1)
+    seen = [b["targets"][0][b["valid"][0]].tolist() for b in pipeline.build([_records(41)], cfg, VOCAB)]
+    print("SEEN" + json.dumps(seen))
+""")
+
+
+def test_two_processes_read_disjoint_shards():
+  import portpicker
+  port = portpicker.pick_unused_port()
+  procs = [subprocess.Popen([sys.executable, "-c", _SHARD_SCRIPT, f"127.0.0.1:{port}", str(i)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  seen = []
+  for p in procs:
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err[-2000:]
+    seen.append([tuple(x) for x in json.loads(out.split("SEEN", 1)[1])])
+  assert set(seen[0]).isdisjoint(seen[1])
+  assert sorted(seen[0] + seen[1]) == sorted(tuple(r["tokens"]) for r in _records(41))
+  assert abs(len(seen[0]) - len(seen[1])) <= 1
