@@ -181,3 +181,15 @@ def test_two_processes_read_disjoint_shards():
   assert set(seen[0]).isdisjoint(seen[1])
   assert sorted(seen[0] + seen[1]) == sorted(tuple(r["tokens"]) for r in _records(41))
   assert abs(len(seen[0]) - len(seen[1])) <= 1
+
+
+def test_sources_mix_by_weight():
+  rng = np.random.default_rng(11)
+  images = [{"id": f"i{i}", "tokens": random_sample(rng, max_frames=1).tolist()} for i in range(30)]
+  videos = [{"id": f"v{i}", "tokens": random_sample(rng).tolist()} for i in range(30)]
+  image_set = {tuple(r["tokens"]) for r in images}
+  cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0)
+  it = iter(pipeline.build([images, videos], cfg, VOCAB, weights=[1, 3], process_index=0,
+                           process_count=1))
+  picks = [tuple(b["targets"][0][b["valid"][0]]) in image_set for b in _take(it, 400)]
+  assert abs(np.mean(picks) - 0.25) < 0.05
