@@ -1,0 +1,475 @@
+"""Import of the official Lumos-1 pre-tokenized samples (`.pkl` files listed by an index).
+
+Input (LUMOS_REFERENCE.md section 8):
+  INDEX  a `merge-record.json` (JSON list of {file, len, id}), a `*-record.jsonl` (one such object
+         per line), or a data `.yaml` (`META: [{path: <one of those>, ratio: ...}]`).
+  ROOT   the official code root: the index's `file` paths and a yaml's `path` entries are
+         relative to it, and it holds `data/num2tokens.json`. Default: the nearest ancestor of
+         INDEX holding `data/num2tokens.json` (the official trainer runs from that directory).
+  Every `file` is a pickled dict {"token": [int], "label": [int], "id": int}, read only with
+  `safe_pickle.load` (no class or function in a pickle is ever resolved).
+
+Per sample, what the official trainer does at train time (finetune_solver_vid.py; reference 2.2):
+  * the frame-count and fps placeholders of the prompt (65539, 65540) become the digit tokens
+    (`data/num2tokens.json`) of fps * duration (RGB frames) and of fps;
+  * with `frames=N`, a video keeps its first N latent frame blocks and is closed with
+    [VIDEO_END, SEP]; the header [VIDEO_START, NUM+duration, NUM+fps] gets the RGB duration;
+  * one-frame samples are images: header [9004, 8805, 8805] and prompt digits "1" / "1"; they are
+    never cut.
+
+The N -> (duration, RGB frames) rule. The official trainer goes the other way: it is given an RGB
+duration d (integer seconds) and the stored fps f, and keeps 1 + ceil((f*d - 1) / 4) latent
+frames (the causal Cosmos-DV4x8x8 count for f*d RGB frames). Its inverse that we use: N latent
+frames stand for R = 4 * (N - 1) RGB frames and d = R / f seconds, which must be a whole number
+(the header token holds integer seconds); otherwise the cut is rejected. Since
+1 + ceil((4(N-1) - 1) / 4) = N, the official forward rule maps d back to the same N. At 12 fps:
+N = 7 -> 24 frames, 2 s (the official stage-2 setting); N = 22 -> 84 frames, 7 s (the stored
+videos); valid N are 1 + multiples of 3. Uncut videos keep the stored (duration, fps) and must
+satisfy the forward rule (stored latent frames = 1 + ceil((f*d - 1) / 4)).
+
+Captions: the prompt is Chameleon BPE ids and this project has no BPE tokenizer, so records get
+caption "" (the ids themselves stay in `tokens`). Labels are not stored: they must have the
+official text-to-video form (-100 up to and including the first SEP, equal to the tokens after
+it), which the trainer can rebuild from the tokens; a record whose labels differ is rejected
+rather than silently losing them.
+
+A sample that fails any check is reported with its file and the reason and skipped, or raises
+`BadRecord` with `strict=True`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+
+import numpy as np
+
+from lumos_jax import tokens as tokens_lib
+from lumos_jax.data import records, safe_pickle
+
+VOCAB = tokens_lib.LUMOS
+FRAMES_PLACEHOLDER = 65539  # <video_frames_placeholder>
+FPS_PLACEHOLDER = 65540  # <video_fps_placeholder>
+RESOLUTION_PLACEHOLDER = 65538  # already substituted in the stored data; must not remain
+TEMPORAL_COMPRESSION = 4  # Cosmos-DV4x8x8: 4 RGB frames per latent frame after the first
+IGNORE = -100  # label of tokens without loss
+NUM2TOKENS = pathlib.Path("data") / "num2tokens.json"
+
+
+class BadRecord(ValueError):
+  """A sample that cannot be imported: `file` (as listed in the index) and `reason`."""
+
+  def __init__(self, file: str, reason: str):
+    super().__init__(f"{file}: {reason}")
+    self.file, self.reason = file, reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One line of an index: `file` as written there (relative to ROOT unless absolute)."""
+  file: str
+  len: int | None = None
+  id: int | str | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# Index, root, digit tokens
+# ------------------------------------------------------------------------------------------------
+
+def find_root(index: str | os.PathLike) -> pathlib.Path:
+  """The nearest ancestor directory of `index` that holds data/num2tokens.json."""
+  start = pathlib.Path(index).resolve().parent
+  for directory in (start, *start.parents):
+    if (directory / NUM2TOKENS).is_file():
+      return directory
+  raise ValueError(f"cannot find ROOT for {index}: no ancestor directory holds {NUM2TOKENS}; "
+                   "pass the official code root explicitly (--root)")
+
+
+def _entry(item: Any, where: str) -> Entry:
+  if not isinstance(item, dict) or not isinstance(item.get("file"), str):
+    raise ValueError(f"{where}: expected an object with a string 'file', got {item!r:.200}")
+  length, ident = item.get("len"), item.get("id")
+  if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+    raise ValueError(f"{where}: 'len' must be an int, got {length!r:.100}")
+  if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (int, str))):
+    raise ValueError(f"{where}: 'id' must be an int or str, got {ident!r:.100}")
+  return Entry(file=item["file"], len=length, id=ident)
+
+
+def _read_json_index(path: pathlib.Path) -> list[Entry]:
+  """Entries of a merge-record.json (a JSON list) or a *.jsonl (one object per line)."""
+  text = path.read_text()
+  if path.suffix == ".jsonl":
+    items = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+      if line.strip():
+        try:
+          items.append((json.loads(line), f"{path}:{line_no}"))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{line_no}: not JSON ({e})") from None
+    return [_entry(item, where) for item, where in items]
+  try:
+    items = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not JSON ({e})") from None
+  if not isinstance(items, list):
+    raise ValueError(f"{path}: expected a JSON list of {{file, len, id}}, "
+                     f"got {type(items).__name__}")
+  return [_entry(item, f"{path}: entry {k}") for k, item in enumerate(items)]
+
+
+def _yaml_paths(path: pathlib.Path, log: TextIO) -> list[str]:
+  """The `path` of each META item of an official data yaml."""
+  import yaml  # PyYAML; only data yamls need it
+  config = yaml.safe_load(path.read_text())
+  meta = config.get("META") if isinstance(config, dict) else None
+  if not isinstance(meta, list) or not all(
+      isinstance(m, dict) and isinstance(m.get("path"), str) for m in meta):
+    raise ValueError(f"{path}: expected 'META: [{{path: ..., ratio: ...}}, ...]'")
+  for m in meta:
+    # The official FinetuneConversationDataset never reads `ratio`: every record is used.
+    if m.get("ratio", 1.0) != 1.0:
+      print(f"note: {path}: ratio {m['ratio']} for {m['path']} is ignored, as in the official "
+            "trainer (every record is imported)", file=log)
+  return [m["path"] for m in meta]
+
+
+def read_index(index: str | os.PathLike, root: str | os.PathLike, *,
+               log: TextIO | None = None) -> list[Entry]:
+  """The entries an index lists (.json, .jsonl, or a .yaml whose paths are relative to `root`).
+
+  Notes (an ignored yaml `ratio`) go to `log` (default: sys.stderr at call time).
+  """
+  log = log or sys.stderr
+  path = pathlib.Path(index)
+  if not path.is_file():
+    raise FileNotFoundError(f"index {path} does not exist")
+  if path.suffix in (".yaml", ".yml"):
+    entries = []
+    for sub in _yaml_paths(path, log):
+      sub_path = pathlib.Path(root) / sub
+      if sub_path.suffix not in (".json", ".jsonl"):
+        raise ValueError(f"{path}: META path {sub} must be a .json or .jsonl index")
+      entries += read_index(sub_path, root, log=log)
+    return entries
+  if path.suffix not in (".json", ".jsonl"):
+    raise ValueError(f"{path}: unsupported index type {path.suffix!r} (use a merge-record.json, "
+                     "a *-record.jsonl or a data .yaml)")
+  return _read_json_index(path)
+
+
+def load_num2tokens(root: str | os.PathLike) -> dict[int, list[int]]:
+  """ROOT/data/num2tokens.json as {n: digit token ids}, e.g. {12: [16400, 16401]}."""
+  path = pathlib.Path(root) / NUM2TOKENS
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: ROOT must be the official code root holding "
+                            f"{NUM2TOKENS}")
+  table = json.loads(path.read_text())
+  if not isinstance(table, dict) or not all(
+      isinstance(k, str) and k.isdigit() and isinstance(v, list) and v and
+      all(isinstance(t, int) and not isinstance(t, bool) for t in v) for k, v in table.items()):
+    raise ValueError(f"{path}: expected {{\"<n>\": [digit token ids]}}")
+  return {int(k): v for k, v in table.items()}
+
+
+def _digits(n: int, num2tokens: dict[int, list[int]]) -> list[int]:
+  if n not in num2tokens:
+    raise ValueError(f"no digit tokens for {n} in {NUM2TOKENS} (it covers "
+                     f"{min(num2tokens)}..{max(num2tokens)})")
+  return list(num2tokens[n])
+
+
+# ------------------------------------------------------------------------------------------------
+# Frames <-> duration
+# ------------------------------------------------------------------------------------------------
+
+def latent_frames(rgb_frames: int) -> int:
+  """Latent frames the official trainer keeps for `rgb_frames` RGB frames: 1 + ceil((R-1)/4)."""
+  return 1 + math.ceil((rgb_frames - 1) / TEMPORAL_COMPRESSION)
+
+
+def cut_timing(n_frames: int, fps: int) -> tuple[int, int]:
+  """(duration in s, RGB frames) for a video cut to `n_frames` latent frames at `fps`.
+
+  RGB frames = 4 * (N - 1); duration = RGB frames / fps must be a whole number of seconds.
+  E.g. cut_timing(7, 12) == (2, 24), cut_timing(22, 12) == (7, 84).
+  """
+  if n_frames < 2:
+    raise ValueError(f"cannot cut a video to {n_frames} latent frame(s): that is 0 RGB frames "
+                     "of video (one-frame samples are images); keep at least 2")
+  if fps < 1:
+    raise ValueError(f"fps {fps} in the video header: cannot compute a duration")
+  rgb = TEMPORAL_COMPRESSION * (n_frames - 1)
+  if rgb % fps:
+    step = fps // math.gcd(fps, TEMPORAL_COMPRESSION)
+    raise ValueError(
+        f"{n_frames} latent frames at {fps} fps are {rgb} RGB frames = {rgb / fps:.4g} s, not a "
+        f"whole number of seconds (the header token holds integer seconds); at {fps} fps use "
+        f"1 + a multiple of {step} latent frames (e.g. {1 + step}, {1 + 2 * step})")
+  return rgb // fps, rgb
+
+
+# ------------------------------------------------------------------------------------------------
+# One sample
+# ------------------------------------------------------------------------------------------------
+
+def _int_array(obj: dict, key: str) -> np.ndarray:
+  """obj[key] as int64 [L], if it is a non-empty list of Python ints."""
+  values = obj.get(key)
+  if not isinstance(values, list):
+    raise ValueError(f"'{key}' must be a list of ints, got {type(values).__name__}")
+  # bool is an int subclass and numpy would silently take floats: check each element's type.
+  bad = next((v for v in values if type(v) is not int), None)
+  if bad is not None or not values:
+    raise ValueError(f"'{key}' must be a non-empty list of ints"
+                     + (f", found {type(bad).__name__} {bad!r:.50}" if bad is not None else ""))
+  try:
+    return np.asarray(values, np.int64)
+  except OverflowError:
+    raise ValueError(f"'{key}' holds ints beyond int64") from None
+
+
+def _validated(obj: Any, entry: Entry | None) -> tuple[np.ndarray, int | str | None]:
+  """Token ids int64 [L] and the id of an official sample dict, after the format checks."""
+  if not isinstance(obj, dict):
+    raise ValueError(f"expected a dict {{token, label, id}}, got {type(obj).__name__}")
+  ids, labels = _int_array(obj, "token"), _int_array(obj, "label")
+  if len(labels) != len(ids):
+    raise ValueError(f"'token' has {len(ids)} ids but 'label' has {len(labels)}")
+  if entry is not None and entry.len is not None and entry.len != len(ids):
+    raise ValueError(f"the index says len {entry.len}, the file holds {len(ids)} tokens "
+                     "(stale index?)")
+  ident = obj.get("id", entry.id if entry else None)
+  if isinstance(ident, bool) or not isinstance(ident, (int, str, type(None))):
+    raise ValueError(f"'id' must be an int or str, got {type(ident).__name__}")
+  if entry is not None and entry.id is not None and "id" in obj and obj["id"] != entry.id:
+    raise ValueError(f"id {obj['id']!r} in the file differs from id {entry.id!r} in the index")
+  seps = np.flatnonzero(ids == VOCAB.sep)
+  if not seps.size:
+    raise ValueError(f"no SEP ({VOCAB.sep}) ending the prompt")
+  prompt_end = int(seps[0]) + 1
+  if (labels[:prompt_end] != IGNORE).any() or (labels[prompt_end:] != ids[prompt_end:]).any():
+    raise ValueError("labels are not the official text-to-video form (-100 up to and including "
+                     "the first SEP, equal to the tokens after it); importing would lose them")
+  return ids, ident
+
+
+@dataclasses.dataclass
+class _Sample:
+  """Where things are in one validated official sample."""
+  prefix: np.ndarray  # BOS .. SEP (prompt), int64
+  blocks: list[tuple[int, int]]  # [start, end) of each frame block IMAGE_START..IMAGE_END
+  duration: int  # stored header values
+  fps: int
+  latent_h: int
+  latent_w: int
+
+
+def _structure(ids: np.ndarray) -> _Sample:
+  """Checks the official layout [BOS] prompt [SEP] header frames [VIDEO_END, SEP] exactly."""
+  tokens_lib.parse(ids, VOCAB)  # ids in range, complete frames, rows match size tokens
+  v = np.flatnonzero(ids == VOCAB.video_start)
+  if len(v) != 1 or np.count_nonzero(ids == VOCAB.video_end) != 1:
+    raise ValueError(f"expected exactly one VIDEO_START and one VIDEO_END, found {len(v)} and "
+                     f"{np.count_nonzero(ids == VOCAB.video_end)}")
+  v = int(v[0])
+  if ids[0] != VOCAB.bos or ids[v - 1] != VOCAB.sep:
+    raise ValueError(f"the prompt must be [BOS {VOCAB.bos}] ... [SEP {VOCAB.sep}] before "
+                     f"VIDEO_START, got {ids[0]} ... {ids[v - 1]}")
+  if list(ids[-2:]) != [VOCAB.video_end, VOCAB.sep]:
+    raise ValueError(f"the sample must end with [VIDEO_END, SEP] = [{VOCAB.video_end}, "
+                     f"{VOCAB.sep}], got {ids[-2:].tolist()}")
+  starts = np.flatnonzero(ids == VOCAB.image_start)
+  ends = np.flatnonzero(ids == VOCAB.image_end)
+  if not len(starts):
+    raise ValueError("the video has no frames")
+  # parse() guarantees matched blocks; here they must also be back to back after the header.
+  expected_starts = np.concatenate([[v + 3], ends[:-1] + 1])
+  if len(starts) != len(ends) or (starts != expected_starts).any() or ends[-1] != len(ids) - 3:
+    raise ValueError("frames must follow the 3-token header and each other directly, up to "
+                     "VIDEO_END")
+  size = ids[np.stack([starts + 1, starts + 2], axis=1)]
+  if (size != size[0]).any():
+    k = int(np.flatnonzero((size != size[0]).any(axis=1))[0])
+    raise ValueError(f"frame {k} has size tokens {size[k].tolist()}, frame 0 {size[0].tolist()}")
+  header = ids[v + 1:v + 3] - VOCAB.number_zero
+  if ((header < 0) | (header >= VOCAB.number_count)).any():
+    raise ValueError(f"video header {ids[v:v + 3].tolist()}: duration/fps are not integer tokens")
+  unit = VOCAB.size_unit
+  return _Sample(prefix=ids[:v], blocks=list(zip(starts.tolist(), (ends + 1).tolist())),
+                duration=int(header[0]), fps=int(header[1]),
+                latent_h=int(size[0, 0] - VOCAB.number_zero) * unit,
+                latent_w=int(size[0, 1] - VOCAB.number_zero) * unit)
+
+
+def _timing(parsed: _Sample, frames: int | None) -> tuple[int, int, int]:
+  """(latent frames kept, duration, fps) for the output header and prompt."""
+  stored = len(parsed.blocks)
+  if stored == 1:
+    return 1, 1, 1  # an image: the official image setting (fps, duration) = (1, 1)
+  d, f = parsed.duration, parsed.fps
+  if f < 1 or latent_frames(f * d) != stored:
+    raise ValueError(f"the header says {d} s at {f} fps ({f * d} RGB frames -> "
+                     f"{latent_frames(f * d) if f >= 1 else '?'} latent frames), but the sample "
+                     f"has {stored} latent frames")
+  if frames is None or frames == stored:
+    return stored, d, f
+  if frames > stored:
+    raise ValueError(f"the video has {stored} latent frames, fewer than the {frames} requested")
+  duration, _ = cut_timing(frames, f)
+  return frames, duration, f
+
+
+def _fill_prompt(prefix: np.ndarray, rgb_frames: int, fps: int,
+                 num2tokens: dict[int, list[int]]) -> np.ndarray:
+  """The prompt with the frame-count / fps placeholders replaced by digit tokens."""
+  for placeholder, name in ((FRAMES_PLACEHOLDER, "frame-count"), (FPS_PLACEHOLDER, "fps")):
+    if np.count_nonzero(prefix == placeholder) != 1:
+      raise ValueError(f"the prompt must hold the {name} placeholder {placeholder} exactly once, "
+                       f"found {np.count_nonzero(prefix == placeholder)}")
+  out = []
+  for t in prefix.tolist():
+    if t == FRAMES_PLACEHOLDER:
+      out += _digits(rgb_frames, num2tokens)
+    elif t == FPS_PLACEHOLDER:
+      out += _digits(fps, num2tokens)
+    else:
+      out.append(t)
+  out = np.asarray(out, np.int64)
+  # Ids from 65536 on are visual codes to the model: no placeholder (e.g. 65538) may remain.
+  if (out >= VOCAB.visual_offset).any():
+    raise ValueError(f"the prompt holds id {out[out >= VOCAB.visual_offset][0]} (a placeholder or "
+                     "visual id) after filling the frame-count and fps placeholders")
+  return out
+
+
+def convert(sample: Any, *, num2tokens: dict[int, list[int]], frames: int | None = None,
+            source: str = "", entry: Entry | None = None) -> records.Record:
+  """One official sample dict -> a `Record` in the trained form (see the module docstring).
+
+  Args:
+    sample: the unpickled {"token", "label", "id"} dict.
+    num2tokens: `load_num2tokens(root)`.
+    frames: cut videos to this many latent frames (None keeps them whole; images are never cut).
+    source: stored as the record's `source` (the index's `file`).
+    entry: the index line, checked against the sample (len, id) when given.
+  The record id is the sample's "id" (else the index's, else `source`).
+  Raises:
+    ValueError saying what is wrong with the sample.
+  """
+  ids, ident = _validated(sample, entry)
+  parsed = _structure(ids)
+  n, duration, fps = _timing(parsed, frames)
+  prompt = _fill_prompt(parsed.prefix, fps * duration, fps, num2tokens)
+  header = [VOCAB.video_start, VOCAB.number(duration), VOCAB.number(fps)]
+  kept = ids[parsed.blocks[0][0]:parsed.blocks[n - 1][1]]
+  out = np.concatenate([prompt, header, kept, [VOCAB.video_end, VOCAB.sep]]).astype(np.int32)
+  layout = tokens_lib.parse(out, VOCAB)  # the output must itself be a valid official sequence
+  if int(layout.frame.max()) + 1 != n:
+    raise ValueError(f"internal: the output parses to {int(layout.frame.max()) + 1} frames, "
+                     f"not {n}")
+  return records.Record(tokens=out, id=ident if ident is not None else source, caption="",
+                        fps=fps, duration=duration, frames=n, latent_h=parsed.latent_h,
+                        latent_w=parsed.latent_w, source=source)
+
+
+def load_sample(root: pathlib.Path, entry: Entry, *, num2tokens: dict[int, list[int]],
+                frames: int | None = None) -> records.Record:
+  """Reads and converts the file of one index entry; ValueError with the reason if it is bad."""
+  path = root / entry.file
+  if not path.is_file():
+    raise ValueError(f"missing file ({path} does not exist)")
+  try:
+    sample = safe_pickle.load(path)
+  except Exception as e:  # refused globals, truncated or foreign files: all just "bad"
+    raise ValueError(f"refused/unreadable pickle: {type(e).__name__}: {e}") from None
+  return convert(sample, num2tokens=num2tokens, frames=frames, source=entry.file, entry=entry)
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole imports
+# ------------------------------------------------------------------------------------------------
+
+class Progress:
+  """Prints "label: done/total records (k skipped), R/s, ETA" at most every `every` seconds."""
+
+  def __init__(self, total: int, label: str, stream: TextIO, every: float = 2.0):
+    self.total, self.label, self.stream, self.every = total, label, stream, every
+    self._start = self._last = time.monotonic()
+
+  def __call__(self, done: int, skipped: int):
+    now = time.monotonic()
+    if done == self.total or now - self._last >= self.every:
+      self._last = now
+      rate = done / max(now - self._start, 1e-9)
+      eta = (self.total - done) / rate if rate else float("inf")
+      print(f"{self.label}: {done}/{self.total} records ({skipped} skipped), {rate:.1f}/s, "
+            f"ETA {eta:.0f} s", file=self.stream, flush=True)
+
+
+def iter_records(entries: Sequence[Entry], root: pathlib.Path, *,
+                 num2tokens: dict[int, list[int]], frames: int | None = None, strict: bool = False,
+                 on_bad: Callable[[str, str], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[records.Record]:
+  """Converted records of `entries`, in order; bad ones go to `on_bad(file, reason)` and are
+  skipped, or raise `BadRecord` when `strict`."""
+  skipped = 0
+  for done, entry in enumerate(entries, 1):
+    try:
+      record = load_sample(root, entry, num2tokens=num2tokens, frames=frames)
+    except ValueError as e:
+      if strict:
+        raise BadRecord(entry.file, str(e)) from None
+      skipped += 1
+      if on_bad is not None:
+        on_bad(entry.file, str(e))
+    else:
+      yield record
+    if progress is not None:
+      progress(done, skipped)
+
+
+@dataclasses.dataclass
+class ImportResult:
+  out: pathlib.Path
+  written: int
+  skipped: list[tuple[str, str]]  # (file, reason) of each bad sample
+
+
+def import_lumos(index: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.PathLike, *,
+                 root: str | os.PathLike | None = None, frames: int | None = None,
+                 strict: bool = False, shard_size: int = records.DEFAULT_SHARD_SIZE,
+                 log: TextIO | None = None) -> ImportResult:
+  """Imports the samples one or more indexes list into a record directory `out`.
+
+  Bad samples are reported on `log` as "skipped FILE: REASON" (or raise `BadRecord` when
+  `strict`, leaving no shard behind); progress lines go to `log` too (default: sys.stderr,
+  looked up at call time so redirections apply).
+  """
+  log = log or sys.stderr
+  indexes = [index] if isinstance(index, (str, os.PathLike)) else list(index)
+  if not indexes:
+    raise ValueError("no index given")
+  if frames is not None and frames < 1:
+    raise ValueError(f"frames must be at least 1, got {frames}")
+  root = pathlib.Path(root) if root is not None else find_root(indexes[0])
+  num2tokens = load_num2tokens(root)
+  entries = [e for i in indexes for e in read_index(i, root, log=log)]
+  skipped: list[tuple[str, str]] = []
+
+  def on_bad(file: str, reason: str):
+    skipped.append((file, reason))
+    print(f"skipped {file}: {reason}", file=log, flush=True)
+
+  args = {"command": "import-lumos", "index": [str(i) for i in indexes], "root": str(root),
+          "frames": frames, "strict": strict}
+  stream = iter_records(entries, root, num2tokens=num2tokens, frames=frames, strict=strict,
+                        on_bad=on_bad, progress=Progress(len(entries), "import-lumos", log))
+  written = records.write_records(out, stream, shard_size=shard_size, vocab=VOCAB, args=args)
+  return ImportResult(out=pathlib.Path(out), written=written, skipped=skipped)

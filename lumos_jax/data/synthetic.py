@@ -1,0 +1,263 @@
+"""The embedded default dataset: procedural videos of one coloured shape moving in a straight line.
+
+Every sample is generated from `(seed, index)` alone: one shape (circle, square, triangle, diamond)
+of one colour moves at a constant speed (pixels per frame) left, right, up or down over a black
+background, staying wholly inside the frame, and is captioned "a red circle moves left". Its
+ground truth (shape, colour, direction, speed, size, per-frame centres) stays on the `Sample` for
+evaluation.
+
+Shapes are drawn with hard edges on a grid of *cells* of `patch_px // 2` pixels: each pixel takes
+the colour of its cell, and a cell is inside the shape when its centre is. A patch of `patch_px`
+pixels is therefore 2 x 2 cells of at most two colours (background and the shape's), which the
+`PatchTokenizer` stores exactly as one code (colour, 4-bit cell occupancy): decode(encode(video))
+reproduces every generated video bit for bit. With the defaults (32 x 32 frames, 4-pixel patches,
+8 frames) a video is an 8 x 8 latent grid per frame and about 650 tokens (`to_tokens`) in the
+official layout with the compact vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from lumos_jax import tokens
+
+BACKGROUND = (0, 0, 0)
+COLOURS = {  # caption name -> RGB; palette index = 1 + position (0 is the background)
+    "red": (230, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
+    "purple": (160, 60, 210), "cyan": (40, 210, 220), "orange": (250, 140, 20),
+    "white": (240, 240, 240),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}  # (dy, dx)
+PALETTE = np.array([BACKGROUND, *COLOURS.values()], np.uint8)  # [1 + len(COLOURS), 3]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+  """Video geometry and what the generator may choose from.
+
+  frame_px: frame height and width in pixels (a multiple of patch_px).
+  patch_px: tokenizer patch side in pixels (even); the latent grid is frame_px // patch_px square.
+  frames, fps: frames per video and the fps written in the sequence (duration = frames // fps).
+  sizes: shape widths in cells (odd, a cell is patch_px // 2 pixels): 5 and 7 cells = 10 and 14 px.
+  speeds: speeds in pixels per frame; only (size, speed) pairs whose path fits the frame are drawn.
+  """
+  frame_px: int = 32
+  patch_px: int = 4
+  frames: int = 8
+  fps: int = 4
+  shapes: tuple[str, ...] = SHAPES
+  colours: tuple[str, ...] = tuple(COLOURS)
+  directions: tuple[str, ...] = tuple(DIRECTIONS)
+  sizes: tuple[int, ...] = (5, 7)
+  speeds: tuple[int, ...] = (1, 2, 3)
+
+  def __post_init__(self):
+    if self.patch_px < 2 or self.patch_px % 2 or self.frame_px % self.patch_px:
+      raise ValueError(f"patch_px={self.patch_px} must be even and divide frame_px={self.frame_px}")
+    for name, known in (("shapes", SHAPES), ("colours", COLOURS), ("directions", DIRECTIONS)):
+      unknown = set(getattr(self, name)) - set(known)
+      if unknown or not getattr(self, name):
+        raise ValueError(f"{name}={getattr(self, name)}: choose a non-empty subset of "
+                         f"{tuple(known)}")
+    if self.frames < 1 or self.fps < 1:
+      raise ValueError(f"frames={self.frames} and fps={self.fps} must be positive")
+    if any(s < 1 or s % 2 == 0 for s in self.sizes) or any(v < 1 for v in self.speeds):
+      raise ValueError(f"sizes {self.sizes} must be odd cell counts and speeds {self.speeds} >= 1")
+    if not self.motions:
+      raise ValueError(f"no (size, speed) in {self.sizes} x {self.speeds} fits {self.frames} "
+                       f"frames of {self.frame_px} px (size * {self.cell_px} + speed * (frames - 1)"
+                       f" <= frame_px)")
+
+  @property
+  def cell_px(self) -> int:
+    return self.patch_px // 2
+
+  @property
+  def grid(self) -> int:
+    """Latent grid side: codes per frame row/column."""
+    return self.frame_px // self.patch_px
+
+  @property
+  def duration(self) -> int:
+    return self.frames // self.fps
+
+  @property
+  def motions(self) -> list[tuple[int, int]]:
+    """(size in cells, speed in px/frame) pairs whose whole path fits inside the frame."""
+    return [(s, v) for s in self.sizes for v in self.speeds
+            if s * self.cell_px + v * (self.frames - 1) <= self.frame_px]
+
+
+@dataclasses.dataclass
+class Sample:
+  """One generated video and its ground truth.
+
+  video:   uint8 [T, H, W, 3].
+  caption: f"a {colour} {shape} moves {direction}".
+  speed:   pixels per frame along `direction`; size: shape width (= height) in pixels.
+  centres: float32 [T, 2] true centre (y, x) in pixels per frame, a straight line at `speed`
+    (pixel (i, j) spans [i, i + 1) x [j, j + 1)). The drawn shape's bounding box is centred on the
+    centre of the cell holding centres[t]: drawn - centres[t] lies in (-cell_px / 2, cell_px / 2]
+    per axis (`locate` measures it), so the drawn shape moves in whole cells, e.g. at 1 px/frame
+    one 2-pixel cell every other frame.
+  """
+  video: np.ndarray
+  caption: str
+  shape: str
+  colour: str
+  direction: str
+  speed: int
+  size: int
+  centres: np.ndarray
+
+
+def _inside(shape: str, di: np.ndarray, dj: np.ndarray, h: int) -> np.ndarray:
+  """Cells (row offset di, column offset dj from the centre cell) inside a shape of half-width h.
+
+  Every shape's bounding box is exactly [-h, h] x [-h, h], so its centre is the centre cell.
+  """
+  if shape == "circle":
+    return di * di + dj * dj <= (h + 0.5) ** 2
+  if shape == "square":
+    return np.maximum(abs(di), abs(dj)) <= h
+  if shape == "triangle":  # apex up, base on the bottom row
+    return (abs(di) <= h) & (2 * abs(dj) <= di + h)
+  if shape == "diamond":
+    return abs(di) + abs(dj) <= h
+  raise ValueError(f"unknown shape {shape!r}")
+
+
+def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) -> Sample:
+  """Sample `index` of the dataset `seed`: the same (seed, index, cfg) always gives the same one."""
+  rng = np.random.default_rng((seed, index))
+  shape = cfg.shapes[rng.integers(len(cfg.shapes))]
+  colour = cfg.colours[rng.integers(len(cfg.colours))]
+  direction = cfg.directions[rng.integers(len(cfg.directions))]
+  size, speed = cfg.motions[rng.integers(len(cfg.motions))]
+  c, n_cells, t = cfg.cell_px, cfg.frame_px // cfg.patch_px * 2, cfg.frames
+  half, travel = size * c / 2, speed * (t - 1)
+  cell_centres = (np.arange(n_cells) + 0.5) * c
+  start = []
+  for d in DIRECTIONS[direction]:  # start on a cell centre such that every frame fits
+    lo, hi = half + max(0, -d * travel), cfg.frame_px - half - max(0, d * travel)
+    start.append(rng.choice(cell_centres[(cell_centres >= lo) & (cell_centres <= hi)]))
+  centres = np.asarray(start) + np.arange(t)[:, None] * speed * np.asarray(DIRECTIONS[direction])
+  cell = np.floor(centres / c).astype(np.int64)  # [T, 2] cell holding each centre
+  rows = np.arange(n_cells)
+  inside = _inside(shape, rows[None, :, None] - cell[:, 0, None, None],
+                   rows[None, None, :] - cell[:, 1, None, None], (size - 1) // 2)
+  inside = inside.repeat(c, axis=1).repeat(c, axis=2)  # [T, H, W]
+  video = np.where(inside[..., None], np.uint8(COLOURS[colour]), PALETTE[0]).astype(np.uint8)
+  return Sample(video=video, caption=f"a {colour} {shape} moves {direction}", shape=shape,
+                colour=colour, direction=direction, speed=int(speed), size=int(size * c),
+                centres=centres.astype(np.float32))
+
+
+class PatchTokenizer:
+  """Deterministic patch codes: each patch_px patch is 2 x 2 cells of background or one colour.
+
+  Code 0 is an all-background patch; code 1 + 15 * k + (m - 1) is colour k of `COLOURS` on the
+  cells of the 4-bit mask m in 1..15 (bit 1 top-left, 2 top-right, 4 bottom-left, 8 bottom-right
+  cell). That is `n_codes` = 1 + 15 * 8 = 121 codes, whatever the frame or patch size.
+
+  Round trip: decode(encode(v)) == v exactly (zero error) for every `generate` video, and for any
+  video whose cells are uniform palette colours with at most one non-background colour per patch.
+  Other input is projected (encode(decode(codes)) == codes): each cell takes the palette colour
+  nearest its mean RGB, and a patch holding several shape colours keeps its most frequent one
+  (ties: the earlier in `COLOURS`), the rest turning background. The closest palette pair (yellow,
+  orange) is 83 RGB units apart, so a cell mean within 41 units of its colour (e.g. any
+  per-channel noise up to +-23) encodes unchanged.
+  """
+
+  def __init__(self, cfg: SyntheticConfig = SyntheticConfig()):
+    self.cfg = cfg
+    self.n_codes = 1 + 15 * len(COLOURS)
+    mask = np.arange(1, 16)[:, None] >> np.arange(4) & 1  # [15, 4] cell bits of masks 1..15
+    colour = np.arange(1, len(COLOURS) + 1)[:, None, None]
+    cells = (colour * mask[None]).reshape(-1, 4)  # [8 * 15, 4] palette index per cell
+    # [n_codes, 2, 2] palette index of each cell of each code's patch
+    self.cells = np.concatenate([np.zeros((1, 4), np.int64), cells]).reshape(-1, 2, 2)
+
+  def encode(self, video: np.ndarray) -> np.ndarray:
+    """uint8 [..., H, W, 3] frames -> int32 [..., H / patch_px, W / patch_px] codes."""
+    video = np.asarray(video)
+    *lead, h, w, _ = video.shape
+    c, p = self.cfg.cell_px, self.cfg.patch_px
+    if h % p or w % p:
+      raise ValueError(f"frames {h}x{w} are not a multiple of patch_px={p}")
+    mean = video.reshape(*lead, h // c, c, w // c, c, 3).mean(axis=(-4, -2))  # [..., h/c, w/c, 3]
+    dist = ((mean[..., None, :] - PALETTE.astype(np.float64)) ** 2).sum(-1)
+    cells = dist.argmin(-1)  # [..., h/c, w/c] palette index
+    cells = cells.reshape(*lead, h // p, 2, w // p, 2).swapaxes(-3, -2)
+    cells = cells.reshape(*lead, h // p, w // p, 4)  # the 2 x 2 cells of each patch, row-major
+    counts = (cells[..., None] == np.arange(1, len(PALETTE))).sum(-2)  # [..., h/p, w/p, colours]
+    fg = counts.argmax(-1) + 1  # most frequent shape colour (palette index)
+    mask = ((cells == fg[..., None]) << np.arange(4)).sum(-1)
+    return np.where(mask == 0, 0, 1 + 15 * (fg - 1) + mask - 1).astype(np.int32)
+
+  def decode(self, codes: np.ndarray) -> np.ndarray:
+    """int [..., h, w] codes -> uint8 [..., h * patch_px, w * patch_px, 3] frames."""
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or codes.max() >= self.n_codes):
+      raise ValueError(f"codes must lie in [0, {self.n_codes}), got [{codes.min()}, {codes.max()}]")
+    *lead, h, w = codes.shape
+    cells = self.cells[codes].swapaxes(-3, -2).reshape(*lead, 2 * h, 2 * w)
+    c = self.cfg.cell_px
+    return PALETTE[cells.repeat(c, axis=-2).repeat(c, axis=-1)]
+
+
+def to_tokens(sample: Sample, tokenizer: PatchTokenizer,
+              vocab: tokens.Vocab | None = None) -> np.ndarray:
+  """The sample as int32 [L] token ids in the official layout (caption as byte-level text).
+
+  vocab defaults to `tokens.Vocab.compact()` (size_unit 1, so an 8 x 8 grid gets size tokens 8).
+  """
+  vocab = vocab or tokens.Vocab.compact()
+  if tokenizer.n_codes > vocab.visual_size:
+    raise ValueError(f"{tokenizer.n_codes} codes exceed the vocabulary's {vocab.visual_size}")
+  cfg = tokenizer.cfg
+  return tokens.build(vocab.encode_text(sample.caption), tokenizer.encode(sample.video),
+                      fps=cfg.fps, duration=cfg.duration, vocab=vocab, close=True)
+
+
+_CAPTION = re.compile(r"a (\w+) (\w+) moves (\w+)")
+
+
+def parse_caption(caption: str) -> dict[str, str]:
+  """Reads a caption back: "a red circle moves left" -> {"colour": "red", "shape": "circle",
+  "direction": "left"}.
+
+  Raises ValueError for any other text or unknown words.
+  """
+  m = _CAPTION.fullmatch(caption.strip())
+  if not m or m[1] not in COLOURS or m[2] not in SHAPES or m[3] not in DIRECTIONS:
+    raise ValueError(f"not a synthetic caption: {caption!r}")
+  return {"colour": m[1], "shape": m[2], "direction": m[3]}
+
+
+def locate(video: np.ndarray) -> np.ndarray:
+  """float [T, 2] bounding-box centre (y, x) of the non-background pixels per frame, NaN if none.
+
+  For a `generate` video this is the centre of the cell holding `Sample.centres[t]` (see `Sample`).
+  """
+  fg = (np.asarray(video) != PALETTE[0]).any(-1)  # [T, H, W]
+  out = np.full((len(fg), 2), np.nan)
+  for t, m in enumerate(fg):
+    if m.any():
+      for a in (0, 1):
+        idx = np.flatnonzero(m.any(axis=1 - a))
+        out[t, a] = (idx[0] + idx[-1] + 1) / 2
+  return out
+
+
+def to_record(sample: Sample, index: int, tokenizer: PatchTokenizer, vocab: tokens.Vocab):
+  """The sample as a `records.Record` (id "synthetic-<index>", caption and sizes filled in)."""
+  from lumos_jax.data import records  # only the record writer needs it
+  grid = tokenizer.cfg.grid
+  return records.Record(tokens=to_tokens(sample, tokenizer, vocab), id=f"synthetic-{index}",
+                        caption=sample.caption, fps=tokenizer.cfg.fps,
+                        duration=tokenizer.cfg.duration, frames=tokenizer.cfg.frames,
+                        latent_h=grid, latent_w=grid, source="synthetic")

@@ -1,0 +1,198 @@
+"""The embedded synthetic dataset: determinism, ground truth, tokenizer, sequences and GIFs."""
+import collections
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from lumos_jax import tokens
+from lumos_jax.data import synthetic, synthetic_gif
+from lumos_jax.data.synthetic import SyntheticConfig
+
+VOCAB = tokens.Vocab.compact()
+CFG = SyntheticConfig()
+TOKENIZER = synthetic.PatchTokenizer(CFG)
+
+
+def test_generate_is_deterministic():
+  for index in range(5):
+    a, b = synthetic.generate(7, index), synthetic.generate(7, index)
+    np.testing.assert_array_equal(a.video, b.video)
+    np.testing.assert_array_equal(a.centres, b.centres)
+    assert a.caption == b.caption and a.speed == b.speed and a.size == b.size
+  videos = [synthetic.generate(7, i).video for i in range(20)]
+  assert all(not np.array_equal(videos[0], v) for v in videos[1:])
+  assert not np.array_equal(synthetic.generate(8, 0).video, videos[0])
+  s = synthetic.generate(7, 0)
+  assert s.video.shape == (8, 32, 32, 3) and s.video.dtype == np.uint8
+  assert s.centres.shape == (8, 2)
+
+
+def test_ground_truth_matches_video():
+  c, t = CFG.cell_px, CFG.frames
+  for index in range(100):
+    s = synthetic.generate(3, index)
+    fg = (s.video != synthetic.PALETTE[0]).any(-1)
+    colour = np.broadcast_to(synthetic.COLOURS[s.colour], (fg.sum(), 3))
+    np.testing.assert_array_equal(s.video[fg], colour)  # one colour on the background
+    assert len(set(fg.sum(axis=(1, 2)).tolist())) == 1  # same shape every frame: never clipped
+    assert fg[0].any(axis=1).sum() == fg[0].any(axis=0).sum() == s.size
+    drawn = synthetic.locate(s.video)
+    np.testing.assert_array_equal(drawn, (np.floor(s.centres / c) + 0.5) * c)
+    offset = drawn - s.centres
+    assert (offset > -c / 2).all() and (offset <= c / 2).all()
+    # the true trajectory is a straight line at `speed` in `direction`
+    step = np.diff(s.centres, axis=0)
+    np.testing.assert_array_equal(step, np.broadcast_to(
+        s.speed * np.array(synthetic.DIRECTIONS[s.direction]), (t - 1, 2)))
+    dy, dx = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[s.direction]
+    assert np.sign(step[0]).tolist() == [dy, dx]  # rows grow downwards
+    # and the drawn shape follows it: displacement over the video within one cell
+    moved = drawn[-1] - drawn[0]
+    assert abs(moved @ np.array(synthetic.DIRECTIONS[s.direction]) - s.speed * (t - 1)) <= c
+    assert (np.abs(moved) > 0).sum() == 1  # nothing moves across the direction
+
+
+SHAPES_5 = {  # 5-cell shapes as drawn (one character per cell)
+    "circle": [".###.", "#####", "#####", "#####", ".###."],
+    "square": ["#####"] * 5,
+    "triangle": ["..#..", "..#..", ".###.", ".###.", "#####"],
+    "diamond": ["..#..", ".###.", "#####", ".###.", "..#.."],
+}
+
+
+def test_shapes_as_drawn():
+  c = CFG.cell_px
+  crops = collections.defaultdict(set)
+  for index in range(200):
+    s = synthetic.generate(4, index)
+    fg = (s.video[0] != synthetic.PALETTE[0]).any(-1)[::c, ::c]  # one pixel per cell
+    rows, cols = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    crop = fg[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crops[s.shape, s.size].add(tuple("".join(".#"[int(v)] for v in r) for r in crop))
+  for shape, art in SHAPES_5.items():
+    assert crops[shape, 5 * c] == {tuple(art)}
+  big = [crops[shape, 7 * c] for shape in synthetic.SHAPES]
+  assert all(len(x) == 1 for x in big) and len(set.union(*big)) == 4  # one look each, all distinct
+
+
+def test_caption_matches_ground_truth():
+  seen = collections.defaultdict(set)
+  for index in range(300):
+    s = synthetic.generate(0, index)
+    assert s.caption == f"a {s.colour} {s.shape} moves {s.direction}"
+    assert synthetic.parse_caption(s.caption) == {"colour": s.colour, "shape": s.shape,
+                                                  "direction": s.direction}
+    for key in ("colour", "shape", "direction", "speed", "size"):
+      seen[key].add(getattr(s, key))
+  assert seen["colour"] == set(synthetic.COLOURS) and seen["shape"] == set(synthetic.SHAPES)
+  assert seen["direction"] == set(synthetic.DIRECTIONS)
+  assert seen["speed"] == {1, 2, 3} and seen["size"] == {10, 14}
+  for bad in ("a red circle moves", "a pink circle moves left", "a red cube moves left",
+              "a red circle moves sideways", "the red circle moves left"):
+    with pytest.raises(ValueError, match="not a synthetic caption"):
+      synthetic.parse_caption(bad)
+
+
+def test_tokenizer_round_trip_is_exact():
+  videos = np.stack([synthetic.generate(1, i).video for i in range(200)])  # [200, T, H, W, 3]
+  codes = TOKENIZER.encode(videos)
+  assert codes.shape == (200, 8, 8, 8) and codes.dtype == np.int32
+  assert codes.min() == 0 and codes.max() < TOKENIZER.n_codes <= VOCAB.visual_size
+  assert len(np.unique(codes)) > 60  # edges, corners and interiors of every colour
+  np.testing.assert_array_equal(TOKENIZER.decode(codes), videos)
+  for i in range(3):  # single videos and single frames too
+    np.testing.assert_array_equal(TOKENIZER.encode(videos[i, 0]), codes[i, 0])
+  noise = np.random.default_rng(0).integers(-23, 24, videos.shape)  # the documented bound
+  noisy = np.clip(videos.astype(int) + noise, 0, 255).astype(np.uint8)
+  np.testing.assert_array_equal(TOKENIZER.encode(noisy), codes)
+  with pytest.raises(ValueError, match="codes must lie in"):
+    TOKENIZER.decode(np.array([[TOKENIZER.n_codes]]))
+
+
+def test_tokenizer_projects_other_frames():
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  codes = TOKENIZER.encode(frames)
+  assert codes.min() >= 0 and codes.max() < TOKENIZER.n_codes
+  np.testing.assert_array_equal(TOKENIZER.encode(TOKENIZER.decode(codes)), codes)  # a projection
+  # a patch with 3 red cells and 1 blue cell keeps red on those 3 cells (mask 1 + 2 + 4)
+  patch = np.zeros((1, 4, 4, 3), np.uint8)
+  patch[:] = synthetic.COLOURS["red"]
+  patch[0, 2:, 2:] = synthetic.COLOURS["blue"]
+  red = list(synthetic.COLOURS).index("red")
+  assert TOKENIZER.encode(patch)[0, 0, 0] == 1 + 15 * red + 7 - 1
+  assert TOKENIZER.encode(np.zeros((4, 4, 3), np.uint8))[0, 0] == 0
+
+
+def test_sequence_parses_in_the_official_layout():
+  for index in range(10):
+    s = synthetic.generate(2, index)
+    ids = synthetic.to_tokens(s, TOKENIZER, VOCAB)
+    lay = tokens.parse(ids, VOCAB)
+    assert lay.frame.max() == CFG.frames - 1
+    assert lay.row.max() == 7 and lay.col[lay.code].max() == 7
+    text = ids[1:np.flatnonzero(ids == VOCAB.sep)[0]]
+    assert VOCAB.decode_text(text) == s.caption
+    start = np.flatnonzero(ids == VOCAB.video_start)[0]
+    assert ids[start + 1:start + 3].tolist() == [VOCAB.number(2), VOCAB.number(4)]  # duration, fps
+    np.testing.assert_array_equal(ids[lay.code].reshape(8, 8, 8) - VOCAB.visual_offset,
+                                  TOKENIZER.encode(s.video))
+    assert ids[-2:].tolist() == [VOCAB.video_end, VOCAB.sep]
+
+
+@pytest.mark.parametrize("frame_px,patch_px,frames", [(64, 8, 12), (64, 4, 8), (48, 6, 4)])
+def test_larger_configs(frame_px, patch_px, frames):
+  cfg = SyntheticConfig(frame_px=frame_px, patch_px=patch_px, frames=frames, speeds=(1, 2, 4))
+  tok = synthetic.PatchTokenizer(cfg)
+  grid = frame_px // patch_px
+  for index in range(10):
+    s = synthetic.generate(0, index, cfg)
+    assert s.video.shape == (frames, frame_px, frame_px, 3)
+    codes = tok.encode(s.video)
+    assert codes.shape == (frames, grid, grid)
+    np.testing.assert_array_equal(tok.decode(codes), s.video)
+    lay = tokens.parse(synthetic.to_tokens(s, tok, VOCAB), VOCAB)
+    assert lay.frame.max() == frames - 1 and lay.row.max() == grid - 1
+
+
+def test_config_validation():
+  for bad in (dict(patch_px=3), dict(frame_px=30), dict(shapes=("hexagon",)), dict(colours=()),
+              dict(sizes=(4,)), dict(speeds=(0,)), dict(fps=0), dict(sizes=(15,), speeds=(3,))):
+    with pytest.raises(ValueError):
+      SyntheticConfig(**bad)
+  assert SyntheticConfig(sizes=(7,)).motions == [(7, 1), (7, 2)]  # 14 + 3 * 7 > 32 px: no speed 3
+
+
+def test_gif_script(tmp_path, capsys):
+  path = tmp_path / "samples.gif"
+  synthetic_gif.main([str(path), "--seed", "5", "--count", "3", "--scale", "2"])
+  frames = iio.imread(path)  # [T, H, W, 3 or 4]
+  expected, captions = synthetic_gif.sheet(5, 3, 2)
+  assert frames.shape[:3] == expected.shape[:3] == (8, 3 * 64, 64 + synthetic_gif.CAPTION_PX)
+  video = frames[..., :3][:, :, :64]  # the video column: palette colours, exact through GIF
+  np.testing.assert_array_equal(video, expected[:, :, :64])
+  np.testing.assert_array_equal(video[:, :64:2, ::2], synthetic.generate(5, 0).video)
+  assert (frames[0, :, 64:, :3] < 128).any()  # caption text drawn in the caption column
+  lines = [f"{i}: {synthetic.generate(5, i).caption}" for i in range(3)]
+  assert captions == [x.split(": ")[1] for x in lines]
+  assert capsys.readouterr().out.splitlines()[1:] == lines
+
+
+def test_synthetic_command_writes_records(tmp_path, capsys):
+  from lumos_jax.data import __main__ as cli
+  from lumos_jax.data import records
+  out = tmp_path / "syn"
+  assert cli.main(["synthetic", str(out), "--count", "12", "--seed", "4"]) == 0
+  source = records.RecordSource(out)
+  assert len(source) == 12 and source.vocab == VOCAB
+  for i in (0, 11):
+    rec, sample = source[i], synthetic.generate(4, i)
+    np.testing.assert_array_equal(rec.tokens, synthetic.to_tokens(sample, TOKENIZER, VOCAB))
+    assert rec.caption == sample.caption and (rec.frames, rec.latent_h, rec.latent_w) == (8, 8, 8)
+  capsys.readouterr()
+  assert cli.main(["inspect", str(out), "--json"]) == 0
+  summary = json.loads(capsys.readouterr().out)
+  assert summary["samples"] == 12 and summary["frames"] == {"8": 12}
+  assert summary["resolutions"] == {"8x8": 12} and summary["vocab"] == "compact"
