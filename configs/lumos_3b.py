@@ -6,18 +6,15 @@ Llama-3.2-3B body (28 layers, d 3072, 24 heads, 8 KV heads, head_dim 128, MLP 81
 
 Run: python -m lumos_jax.train --config=configs/lumos_3b.py --workdir=/tmp/lumos_3b
 """
-import ml_collections
+from lumos_jax import config
 
 
 def get_config():
-  cfg = ml_collections.ConfigDict()
-  cfg.seed = 0
+  cfg = config.base(dict(
+      vocab_size=129_536, visual_offset=65_536, d_model=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128,
+      mlp_dim=8192, dtype="bfloat16"), vocab="lumos")
   cfg.steps = 100_000
   cfg.checkpoint_every = 1000
-  cfg.vocab = "lumos"
-  cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
-  cfg.model = ml_collections.ConfigDict(dict(
-      vocab_size=129_536, visual_offset=65_536, d_model=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128,
-      mlp_dim=8192, rope_variant="mm", rope_theta=10000.0, norm_eps=1e-5, dtype="bfloat16",
-      remat="full", attention="xla", attention_block_q=256, max_lookahead=4083, init_std=0.02))
+  cfg.optim.update(lr=1e-4, min_lr=1e-4, warmup_steps=250, schedule="constant")
+  cfg.data.update(kind="records", seq_len=32_768, batch_size=8, max_frames=7)
   return cfg

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import ml_collections
+
 from lumos_jax import tokens
 from lumos_jax.model import ModelConfig
 
@@ -43,3 +45,36 @@ def model_config(cfg) -> ModelConfig:
     raise ValueError(f"model.visual_offset={model_cfg.visual_offset} does not match the first "
                      f"visual id of the {cfg.vocab!r} vocabulary ({v.visual_offset})")
   return model_cfg
+
+
+def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
+  """Every field a training config has, with the Lumos recipe's values (LUMOS_REFERENCE.md
+  section 7) where it has one. Config files call this and override what differs."""
+  cfg = ml_collections.ConfigDict()
+  cfg.seed = 0
+  cfg.steps = 1000  # optimizer steps
+  cfg.checkpoint_every = 500
+  cfg.keep_checkpoints = 3
+  cfg.log_every = 10
+  cfg.eval_every = 0  # 0: no periodic eval
+  cfg.eval_batches = 4
+  cfg.max_bad_steps = 10  # consecutive non-finite steps before the run stops
+  cfg.loss_chunk = 256  # positions per chunk of the loss
+  cfg.peak_flops_per_device = 0.0  # for MFU; 0: unknown, MFU not logged
+  cfg.vocab = vocab
+  cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
+  cfg.model = ml_collections.ConfigDict(dict(
+      rope_variant="mm", rope_theta=10000.0, norm_eps=1e-5, dtype="float32", remat="full",
+      attention="xla", attention_block_q=256, max_lookahead=4083, init_std=0.02))
+  cfg.model.update(model)
+  cfg.optim = ml_collections.ConfigDict(dict(
+      lr=1e-4, min_lr=1e-4, warmup_steps=100, schedule="constant", b1=0.9, b2=0.95, eps=1e-8,
+      weight_decay=0.1, clip=4.0, accum_steps=1))
+  cfg.data = ml_collections.ConfigDict(dict(
+      kind="records", train=(), weights=None, eval=None,
+      synthetic_count=2000, synthetic_eval_count=64, synthetic_seed=0,
+      seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
+      mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))
+  cfg.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator="", num_processes=0, process_id=0))
+  return cfg

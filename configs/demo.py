@@ -1,0 +1,25 @@
+"""The demo: a small Lumos decoder learning the embedded synthetic shape videos on a CPU.
+
+Data: 2,000 generated videos (a coloured shape moving left/right/up/down, 8 frames of 8x8 latents,
+~640 tokens with the compact vocabulary and byte-level captions), written into WORKDIR/data on the
+first run. Model: 4 layers, d 128, 4 heads / 2 KV heads of 32, MM-RoPE with strides (1, 4, 4)
+(one frame per latent frame, 4 pixels per latent cell).
+
+Run: python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
+"""
+from lumos_jax import config
+
+
+def get_config():
+  cfg = config.base(dict(vocab_size=840, visual_offset=328, d_model=128, n_layers=4, n_heads=4,
+                         n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
+                         max_lookahead=75), vocab="compact")
+  cfg.steps = 600
+  cfg.checkpoint_every = 100
+  cfg.log_every = 10
+  cfg.eval_every = 100
+  cfg.eval_batches = 2
+  cfg.mesh = (-1, 1, 1)
+  cfg.optim.update(lr=2e-3, min_lr=1e-4, warmup_steps=30, schedule="cosine", weight_decay=0.0)
+  cfg.data.update(kind="synthetic", seq_len=648, batch_size=16, max_frames=8, strides=(1, 4, 4))
+  return cfg

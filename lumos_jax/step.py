@@ -1,0 +1,105 @@
+"""The training state and the pure train step.
+
+State (a plain pytree, what checkpoints hold besides the data iterator):
+  params     the decoder's parameters: an `nnx.State` of float32 arrays
+  opt        the optax state
+  step       int32, batches consumed (applied or skipped)
+  skipped    int32, updates skipped because the loss or a gradient was not finite
+  bad_streak int32, consecutive skipped updates (the loop stops the run past a limit)
+  rng        a PRNG key, advanced every step (the step itself draws nothing: masking is data)
+
+`train_step(state, batch) -> (state, metrics)` is pure: jit it with explicit shardings and a donated
+state (`Trainer` in train.py does). Gradient accumulation runs `accum_steps` micro-batches with a
+scan and divides the summed gradients by the total number of loss tokens, so the update is the
+same as one big batch.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lumos_jax import loss, rope
+from lumos_jax.model import Decoder, ModelConfig
+
+
+def init_params(model_cfg: ModelConfig, seed: int):
+  """(graphdef, params State) of a freshly initialised decoder."""
+  return nnx.split(Decoder(model_cfg, rngs=nnx.Rngs(seed)))
+
+
+def abstract_model(model_cfg: ModelConfig):
+  """(graphdef, abstract params State with logical sharding metadata): no allocation."""
+  return nnx.split(nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0))))
+
+
+def init_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
+  zero = jnp.zeros((), jnp.int32)
+  return {"params": params, "opt": tx.init(params), "step": zero, "skipped": zero,
+          "bad_streak": zero, "rng": jax.random.key_data(jax.random.key(seed))}
+
+
+def batch_loss(params, batch, *, graphdef, model_cfg: ModelConfig, loss_chunk: int):
+  """(sum of token losses, aux) of one (micro-)batch: the AR-DF loss of the decoder."""
+  model = nnx.merge(graphdef, params)
+  positions = rope.rope_positions(batch["positions"], batch["index"], model_cfg.rope_variant)
+  hidden = model(batch["inputs"], positions, batch["k_start"], batch["k_end"])
+  _, aux = loss.chunked(hidden, model.head_visual[...], batch["targets"], batch["weights"],
+                        visual_offset=model_cfg.visual_offset, chunk=loss_chunk)
+  return aux["loss_sum"], aux
+
+
+def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, accum_steps: int,
+               **loss_kw) -> tuple[dict, dict]:
+  """One optimizer step on `batch` (arrays [B, L...]); skips the update if anything is not finite."""
+  grad_fn = jax.grad(functools.partial(batch_loss, **loss_kw), has_aux=True)
+  micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+
+  def accumulate(carry, mb):
+    grads, aux = grad_fn(state["params"], mb)
+    return jax.tree.map(jnp.add, carry, (grads, aux)), None
+
+  zeros = (jax.tree.map(jnp.zeros_like, state["params"]),
+           {"loss_sum": jnp.zeros((), jnp.float32), "n_tokens": jnp.zeros((), jnp.float32)})
+  (grads, aux), _ = jax.lax.scan(accumulate, zeros, micro)
+  n_tokens = jnp.maximum(aux["n_tokens"], 1.0)
+  grads = jax.tree.map(lambda g: g / n_tokens, grads)
+  loss_value = aux["loss_sum"] / n_tokens
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+
+  updates, new_opt = tx.update(grads, state["opt"], state["params"])
+  new_params = optax.apply_updates(state["params"], updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+  new_state = {
+      "params": keep(new_params, state["params"]),
+      "opt": keep(new_opt, state["opt"]),
+      "step": state["step"] + 1,
+      "skipped": state["skipped"] + (~finite).astype(jnp.int32),
+      "bad_streak": jnp.where(finite, 0, state["bad_streak"] + 1),
+      "rng": jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 1)),
+  }
+  metrics = {"loss": loss_value, "grad_norm": grad_norm, "n_tokens": aux["n_tokens"],
+             "finite": finite, "param_norm": optax.global_norm(new_state["params"])}
+  return new_state, metrics
+
+
+def eval_step(params, batch, **loss_kw) -> dict:
+  """Per-frame loss sums of a held-out batch: {"loss_sum"/"n_tokens": [max_frames]} (frame index
+  from the batch's `frame` field) for the frame-wise loss the paper studies."""
+  n_frames = loss_kw.pop("max_frames")
+  graphdef, model_cfg, chunk = loss_kw["graphdef"], loss_kw["model_cfg"], loss_kw["loss_chunk"]
+  model = nnx.merge(graphdef, params)
+  positions = rope.rope_positions(batch["positions"], batch["index"], model_cfg.rope_variant)
+  hidden = model(batch["inputs"], positions, batch["k_start"], batch["k_end"])
+  sums, counts = [], []
+  for f in range(n_frames):
+    w = batch["weights"] * (batch["frame"] == f)
+    _, aux = loss.chunked(hidden, model.head_visual[...], batch["targets"], w,
+                          visual_offset=model_cfg.visual_offset, chunk=chunk)
+    sums.append(aux["loss_sum"])
+    counts.append(aux["n_tokens"])
+  return {"loss_sum": jnp.stack(sums), "n_tokens": jnp.stack(counts)}

@@ -1,0 +1,147 @@
+"""Training: config validation, the step (NaN skip, accumulation), resume after kill -9 / SIGTERM
+(bitwise on CPU), 2 processes x 4 devices = 1 x 8, and restoring on another device count."""
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lumos_jax import config, optim, step as step_lib, train
+from lumos_jax.data import pipeline
+from helpers import VOCAB, random_packed_batch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = config.load("tiny")
+
+
+def _run_cmd(workdir, *overrides, devices=8):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "lumos_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
+         "--config.steps=40", "--config.checkpoint_every=10", *overrides]
+  return cmd, env
+
+
+def _losses(workdir) -> dict:
+  """step -> loss from metrics.jsonl; a step logged again after a restart overrides the first."""
+  out = {}
+  for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    if "loss" in row:
+      out[row["step"]] = row["loss"]
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference")
+  cmd, env = _run_cmd(workdir)
+  subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
+  losses = _losses(workdir)
+  assert sorted(losses) == list(range(1, 41))
+  assert losses[40] < losses[1] - 0.5  # it learns
+  return workdir, losses
+
+
+def _interrupt_and_resume(tmp_path, reference, send):
+  workdir = tmp_path / "run"
+  cmd, env = _run_cmd(workdir)
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  target = int(np.random.default_rng().integers(15, 30))  # a random step after the step-10 save
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir), default=0) >= target:
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run finished before it could be interrupted"
+  send(proc)
+  proc.wait(timeout=120)
+  first = _losses(workdir)
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
+  losses = _losses(workdir)
+  assert sorted(losses) == list(range(1, 41))
+  assert losses == reference  # bitwise: same floats, every step
+  return first, saved, proc.returncode
+
+
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path, reference_run):
+  first, saved, rc = _interrupt_and_resume(tmp_path, reference_run[1],
+                                           lambda p: p.send_signal(signal.SIGKILL))
+  assert rc == -signal.SIGKILL and max(first) < 40
+  assert saved and max(saved) <= max(first)  # the restart resumed from a checkpoint
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, reference_run):
+  first, saved, rc = _interrupt_and_resume(tmp_path, reference_run[1],
+                                           lambda p: p.send_signal(signal.SIGTERM))
+  assert rc == 0
+  assert max(saved) >= max(first)  # the step it stopped at (or a later one) was checkpointed
+
+
+def _validate(**changes):
+  cfg = config.load("tiny")
+  for key, value in changes.items():
+    section, _, field = key.rpartition(".")
+    (cfg[section] if section else cfg)[field] = value
+  return train.validate(cfg, 8)
+
+
+def test_invalid_configs_fail_naming_the_field():
+  assert _validate()[0] == (2, 2, 2)
+  with pytest.raises(ValueError, match=r"mesh=\(3, 1, 1\) does not divide the 8 devices"):
+    _validate(mesh=(3, 1, 1))
+  with pytest.raises(ValueError, match="MM-RoPE needs head_dim"):
+    _validate(**{"model.head_dim": 48})
+  with pytest.raises(ValueError, match="data.batch_size=6 must be divisible"):
+    _validate(**{"data.batch_size": 6})
+  with pytest.raises(ValueError, match="model.vocab_size=500 is smaller"):
+    _validate(**{"model.vocab_size": 500})
+
+
+def _step_setup(accum=1):
+  cfg = config.load("tiny")
+  model_cfg = config.model_config(cfg)
+  tx = optim.make(cfg.optim, cfg.steps)
+  graphdef, params = step_lib.init_params(model_cfg, 0)
+  state = step_lib.init_state(params, tx, 0)
+  fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=accum, graphdef=graphdef,
+                                                 model_cfg=model_cfg, loss_chunk=64))
+  ids, lay = random_packed_batch(np.random.default_rng(0), 4, 96)
+  from lumos_jax import masking, tokens
+  weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
+  batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
+           **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
+  return state, fn, batch
+
+
+def test_non_finite_batch_skips_the_update():
+  state, fn, batch = _step_setup()
+  params_before = jax.tree.map(np.asarray, state["params"])
+  bad = dict(batch, weights=np.where(batch["weights"] > 0, np.nan, 0).astype(np.float32))
+  state, metrics = fn(state, bad)
+  assert not bool(metrics["finite"]) and int(state["skipped"]) == 1 and int(state["bad_streak"]) == 1
+  for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params_before)):
+    np.testing.assert_array_equal(a, b)
+  state, metrics = fn(state, batch)  # the run goes on
+  assert bool(metrics["finite"]) and int(state["skipped"]) == 1 and int(state["bad_streak"]) == 0
+  assert int(state["step"]) == 2
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_gradient_accumulation_matches_one_batch():
+  state1, fn1, batch = _step_setup(accum=1)
+  state2, fn2, _ = _step_setup(accum=2)
+  out1, m1 = fn1(state1, batch)
+  out2, m2 = fn2(state2, batch)
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(out1["params"]), jax.tree.leaves(out2["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
