@@ -5,9 +5,16 @@ StandardSave, every process writing its shards) and `data` (the grain iterator p
 JSON file per process). Saves are asynchronous and atomic (orbax writes to a temporary directory
 and renames it), so a process killed mid-save leaves the previous step restorable. Restoring takes
 an abstract state whose leaves carry shardings on the *current* mesh, so a checkpoint written on 8
-devices restores on 1, 2 or 4.
+devices restores on 1, 2 or 4. A checkpoint written by another number of processes has no iterator
+state for this process: the stream is then repositioned from the saved positions (the pipeline's
+stream does not depend on the process count; see lumos_jax.data.pipeline).
 """
 from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
 
 import grain
 import jax
@@ -39,10 +46,14 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator):
     """The state saved at `step`, laid out as `abstract_state`; moves `data_iterator` in place."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    return restored["state"]
+    data_dir = pathlib.Path(str(self.manager.directory)) / str(step) / "data"
+    if (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      return restored["state"]
+    data_iterator.set_state(_repositioned(data_dir))
+    return self.restore_state(step, abstract_state)
 
   def restore_state(self, step: int, abstract_state):
     """Only the training state (for sampling or inspection: no data iterator needed)."""
@@ -56,3 +67,27 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _repositioned(data_dir: pathlib.Path) -> dict:
+  """Iterator state for this process from the states another process count saved.
+
+  Old process 0 of m stood at local element k, i.e. the m processes had consumed the first k * m
+  elements of the shared stream; new process p of n takes elements p, p + n, ..., so it resumes at
+  local index ceil((k * m - p) / n).
+  """
+  saved = sorted(data_dir.glob("process_0-of-*.json"))
+  if not saved:
+    raise FileNotFoundError(f"no data iterator state in {data_dir}")
+  old_count = int(saved[0].stem.rsplit("-of-", 1)[1])
+  state = json.loads(saved[0].read_text())
+  if set(state) != {"next_index"}:
+    raise ValueError(f"the data iterator state in {saved[0]} was written with worker processes "
+                     f"by {old_count} processes and cannot be moved to {jax.process_count()}: "
+                     "resume once with the old process count, or with config field data.workers=0")
+  consumed = state["next_index"] * old_count
+  p, n = jax.process_index(), jax.process_count()
+  logging.getLogger("lumos_jax.train").warning(
+      "checkpoint written by %d process(es), resuming on %d: data stream repositioned to element %d",
+      old_count, n, consumed)
+  return {"next_index": max(0, math.ceil((consumed - p) / n))}

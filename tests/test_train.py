@@ -145,3 +145,24 @@ def test_gradient_accumulation_matches_one_batch():
   np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(out1["params"]), jax.tree.leaves(out2["params"])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_two_processes_match_one_and_restore_on_one_device(tmp_path, reference_run):
+  """2 processes x 4 CPU devices give the 1 x 8 losses; their checkpoint resumes on 1 device."""
+  workdir = tmp_path / "multi"
+  env = dict(os.environ, PYTHON=sys.executable, DEVICES_PER_PROCESS="4", LOG_DIR=str(tmp_path / "logs"))
+  subprocess.run(["bash", "launch/local.sh", "2", "--config=configs/tiny.py", f"--workdir={workdir}",
+                  "--config.steps=20", "--config.checkpoint_every=10"], env=env, cwd=REPO,
+                 check=True, timeout=600, capture_output=True)
+  reference = reference_run[1]
+  multi = _losses(workdir)
+  assert sorted(multi) == list(range(1, 21))
+  np.testing.assert_allclose([multi[s] for s in range(1, 21)], [reference[s] for s in range(1, 21)],
+                             rtol=1e-5)
+  cmd, env1 = _run_cmd(workdir, "--config.mesh=(1,1,1)", devices=1)
+  cmd = [c if not c.startswith("--config.steps") else "--config.steps=24" for c in cmd]
+  out = subprocess.run(cmd, env=env1, cwd=REPO, check=True, timeout=600, capture_output=True, text=True)
+  assert "resuming from step 20" in out.stdout
+  resumed = _losses(workdir)
+  np.testing.assert_allclose([resumed[s] for s in range(21, 25)], [reference[s] for s in range(21, 25)],
+                             rtol=1e-5)

@@ -1,8 +1,13 @@
 """The training input pipeline on grain.
 
-  sources (mixed by weight) -> this process's shard -> seeded shuffle (reshuffled every epoch)
-  -> per-record, with a per-index RNG: validate + parse -> cut to `max_frames` -> AR-DF mask
-  -> CFG text drop -> layout -> pad to `seq_len` -> batch -> (optional) worker processes
+  sources (mixed by weight) -> seeded shuffle (reshuffled every epoch) -> per-record, with a
+  per-index RNG: validate + parse -> cut to `max_frames` -> AR-DF mask -> CFG text drop -> layout
+  -> pad to `seq_len` -> this process's shard -> batch -> (optional) worker processes
+
+The stream before sharding is the same for any number of processes, and process p takes its
+elements p, p + P, p + 2P, ... (read lazily: a process only reads its own records). So P processes'
+local batches together hold exactly the records of one process's global batch, and a run gives
+the same losses on 1 process or many.
 
 Every random choice comes from grain's per-index RNG (`random_map` with the pipeline seed), so an
 element depends only on (seed, position in the stream): the iterator state is one integer per
@@ -114,19 +119,17 @@ def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
           process_count: int | None = None) -> grain.IterDataset:
   """The batched, checkpointable dataset for this process (iterate it with `iter(...)`).
 
-  `sources` are mixed by `weights` (e.g. images and videos); each is sharded by process
-  (default: jax.process_index() / jax.process_count()) before shuffling, so processes read
-  disjoint records whose union is the whole epoch.
+  `sources` are mixed by `weights` (e.g. images and videos); the shuffled stream is sharded by
+  process (default: jax.process_index() / jax.process_count()), so processes read disjoint records
+  whose union is the whole epoch. `cfg.batch_size` is this process's batch.
   """
   if process_index is None or process_count is None:
     import jax  # only here: the data CLI and tests use the pipeline without jax
     process_index, process_count = jax.process_index(), jax.process_count()
-  shards = []
-  for source in sources:
-    ds = grain.MapDataset.source(source)[process_index::process_count]
-    shards.append(ds.shuffle(seed=cfg.seed))
-  ds = shards[0] if len(shards) == 1 else grain.MapDataset.mix(shards, weights=weights)
+  shuffled = [grain.MapDataset.source(s).shuffle(seed=cfg.seed) for s in sources]
+  ds = shuffled[0] if len(shuffled) == 1 else grain.MapDataset.mix(shuffled, weights=weights)
   ds = ds.repeat(cfg.num_epochs).random_map(MakeExample(cfg, vocab), seed=cfg.seed)
+  ds = ds[process_index::process_count]
   ds = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True)
   if cfg.workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; plain scripts never parse them

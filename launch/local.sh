@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Starts N training processes on this machine, joined with jax.distributed over localhost: the
+# multi-host code path on one box (CPU devices are split between the processes).
+#
+#   launch/local.sh N --config=configs/tiny.py --workdir=/tmp/run [--config.x=...]
+#
+# Env: DEVICES_PER_PROCESS (CPU devices each process forces, default 4), PORT (coordinator port,
+# default: a free one), PYTHON (default: python3). Process i's output goes to WORKDIR-less
+# logs in $LOG_DIR (default /tmp/lumos_local_logs/process_i.log); process 0's is also echoed.
+set -euo pipefail
+if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
+  echo "usage: launch/local.sh N --config=configs/<name>.py --workdir=DIR [--config.x=...]" >&2
+  exit 2
+fi
+n=$1; shift
+python=${PYTHON:-python3}
+port=${PORT:-$($python -c 'import portpicker; print(portpicker.pick_unused_port())')}
+devices=${DEVICES_PER_PROCESS:-4}
+log_dir=${LOG_DIR:-/tmp/lumos_local_logs}
+mkdir -p "$log_dir"
+pids=()
+for ((i = 0; i < n; i++)); do
+  XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=${JAX_PLATFORMS:-cpu} \
+    $python -m lumos_jax.train "$@" --config.distributed.enabled=True \
+    --config.distributed.coordinator="127.0.0.1:$port" --config.distributed.num_processes="$n" \
+    --config.distributed.process_id="$i" > "$log_dir/process_$i.log" 2>&1 &
+  pids+=($!)
+done
+trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+status=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { status=$?; echo "process $i failed (exit $status): see $log_dir/process_$i.log" >&2; }
+done
+cat "$log_dir/process_0.log"
+exit $status
