@@ -53,12 +53,15 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   lq, lk = q.shape[1], k.shape[1]
   if lq != lk:
     raise ValueError(f"xla_blocked is self-attention over one sequence: got {lq} queries, {lk} keys")
+  # Each block's [heads, block_q, keys] probabilities are recomputed in the backward pass rather
+  # than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention does).
+  block = jax.checkpoint(lambda q, k, v, s, e: _masked_softmax_attention(
+      q, k, v, _allowed(s, e, 0, k.shape[1])))
   outs = []
   for lo in range(0, lq, block_q):
     hi = min(lq, lo + block_q)
     key_hi = min(lk, hi + max_lookahead)
-    allowed = _allowed(k_start[:, lo:hi], k_end[:, lo:hi], 0, key_hi)
-    outs.append(_masked_softmax_attention(q[:, lo:hi], k[:, :key_hi], v[:, :key_hi], allowed))
+    outs.append(block(q[:, lo:hi], k[:, :key_hi], v[:, :key_hi], k_start[:, lo:hi], k_end[:, lo:hi]))
   return jnp.concatenate(outs, axis=1)
 
 

@@ -7,6 +7,7 @@ generated records in `data/`. SIGTERM saves a checkpoint and exits cleanly.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -14,9 +15,11 @@ import pathlib
 import signal
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
+import optax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -132,7 +135,7 @@ class MetricsWriter:
       self.tb.close()
 
 
-def evaluate(eval_fn, params, source, cfg, vocab, mesh, batch_sh) -> dict:
+def evaluate(eval_fn, params, source, cfg, vocab, batch_sh) -> dict:
   """Mean eval loss and loss per frame index over (at most cfg.eval_batches of) the eval split."""
   ds = pipeline.build([source], pipeline_config(cfg, eval_split=True), vocab)
   sums = counts = 0.0
@@ -163,6 +166,33 @@ def train(cfg, workdir) -> dict:
   sources, weights, eval_source = data_sources(cfg, workdir, vocab)
   data_iter = iter(pipeline.build(sources, pipeline_config(cfg), vocab, weights=weights))
 
+  fns = build_functions(cfg, mesh, model_cfg)
+  with jax.set_mesh(mesh):
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is None:
+      state = fns.init()
+    else:
+      log.info("resuming from step %d in %s", latest, workdir)
+      state = ckpt.restore(latest, checkpoint.abstract_like(fns.abstract_state, fns.state_sh),
+                           data_iter)
+    return _loop(cfg, workdir, state, fns, data_iter, eval_source, ckpt, model_cfg, vocab)
+
+
+@dataclasses.dataclass(frozen=True)
+class Functions:
+  """The jitted pieces of a run and the shardings they were compiled for."""
+  step: Callable  # (state, batch) -> (state, metrics); donates the state
+  eval: Callable  # (params, batch) -> per-frame loss sums
+  init: Callable  # () -> a fresh state, sharded
+  abstract_state: dict
+  state_sh: dict
+  param_sh: object
+  batch_sh: dict
+
+
+def build_functions(cfg, mesh, model_cfg) -> Functions:
+  """jax.jit the train/eval/init functions with explicit shardings on `mesh` (nothing runs)."""
   tx = optim.make(cfg.optim, cfg.steps)
   graphdef, abstract_params = step_lib.abstract_model(model_cfg)
   param_sh = sharding.named_shardings(sharding.param_specs(abstract_params, mesh), mesh)
@@ -171,40 +201,30 @@ def train(cfg, workdir) -> dict:
   state_sh = {k: replicated for k in abstract_state}
   state_sh["params"] = param_sh
   state_sh["opt"] = optax_shardings(tx, abstract_state["opt"], param_sh, replicated)
-  batch_sh = {k: jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, 3 if k == "positions" else 2))
+  batch_sh = {k: jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, 3 if k == "positions"
+                                                                       else 2))
               for k in pipeline.FIELDS}
-
   loss_kw = dict(graphdef=graphdef, model_cfg=model_cfg, loss_chunk=cfg.loss_chunk)
-  with jax.set_mesh(mesh):
-    step_fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx,
-                                                        accum_steps=cfg.optim.accum_steps, **loss_kw),
-                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                      donate_argnums=0)
-    eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, max_frames=cfg.data.max_frames,
-                                                      **loss_kw),
-                      in_shardings=(param_sh, batch_sh))
-    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is None:
-      init = jax.jit(lambda: step_lib.init_state(step_lib.init_params(model_cfg, cfg.seed)[1], tx,
-                                                 cfg.seed), out_shardings=state_sh)
-      state = init()
-    else:
-      log.info("resuming from step %d in %s", latest, workdir)
-      state = ckpt.restore(latest, checkpoint.abstract_like(abstract_state, state_sh), data_iter)
-    return _loop(cfg, workdir, state, step_fn, eval_fn, data_iter, eval_source, ckpt, batch_sh,
-                 param_sh, mesh, model_cfg, vocab)
+  step = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=cfg.optim.accum_steps,
+                                                  **loss_kw),
+                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                 donate_argnums=0)
+  evaluate_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, max_frames=cfg.data.max_frames,
+                                                        **loss_kw),
+                        in_shardings=(param_sh, batch_sh))
+  init = jax.jit(lambda: step_lib.init_state(step_lib.init_params(model_cfg, cfg.seed)[1], tx,
+                                             cfg.seed), out_shardings=state_sh)
+  return Functions(step, evaluate_fn, init, abstract_state, state_sh, param_sh, batch_sh)
 
 
 def optax_shardings(tx, abstract_opt, param_sh, replicated):
   """Optimizer-state shardings: moments like their parameters, everything else replicated."""
-  import optax
   return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
                                transform_non_params=lambda _: replicated)
 
 
-def _loop(cfg, workdir, state, step_fn, eval_fn, data_iter, eval_source, ckpt, batch_sh, param_sh,
-          mesh, model_cfg, vocab) -> dict:
+def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, model_cfg,
+          vocab) -> dict:
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
   writer = MetricsWriter(workdir)
@@ -212,9 +232,11 @@ def _loop(cfg, workdir, state, step_fn, eval_fn, data_iter, eval_source, ckpt, b
   tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
   flops = flops_per_token(model_cfg, cfg.data.seq_len)
   last, t_last, steps_since = {}, time.perf_counter(), 0
+  if step == 0 and eval_source is not None and cfg.eval_every:  # the initial validation loss
+    writer.write(0, evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh))
   try:
     while step < cfg.steps and stop["signal"] is None:
-      state, metrics = step_fn(state, global_batch(next(data_iter), batch_sh))
+      state, metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
       step += 1
       steps_since += 1
       if step % cfg.log_every == 0 or step == cfg.steps:
@@ -239,7 +261,7 @@ def _loop(cfg, workdir, state, step_fn, eval_fn, data_iter, eval_source, ckpt, b
                            f"config field max_bad_steps={cfg.max_bad_steps}); stopping at step "
                            f"{step}. The last checkpoint holds finite parameters.")
       if eval_source is not None and cfg.eval_every and step % cfg.eval_every == 0:
-        result = evaluate(eval_fn, state["params"], eval_source, cfg, vocab, mesh, batch_sh)
+        result = evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh)
         writer.write(step, result)
         log.info("step %d eval %s", step, json.dumps(result))
       if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"] is not None:

@@ -1,0 +1,115 @@
+"""Train-step measurements: compile time, XLA memory per device, FLOPs, and (where it runs) speed.
+
+Run (CPU, 8 forced devices):
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/train_step.py
+  python benchmarks/train_step.py --configs=tiny,demo --run_steps=5 --peak_tflops=989   # a GPU
+
+For every config: the step is lowered with abstract inputs on the config's mesh (AOT, nothing is
+allocated) and compiled; `memory_analysis()` gives per-device argument/output/temp bytes and
+`cost_analysis()` the FLOPs. Configs listed in --run also execute `--run_steps` steps on random
+data for tokens/s and MFU (MFU needs --peak_tflops per device). The 1B/3B configs are compile-only
+here: with scan + remat + chunked loss their per-device footprint on an 8-device fsdp mesh should be
+about 1/8 of the single-device argument bytes plus activations.
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lumos_jax import config, sharding, train  # noqa: E402
+from lumos_jax.data import pipeline  # noqa: E402
+
+GiB = 2 ** 30
+
+
+def abstract_batch(cfg, fns):
+  b, length = cfg.data.batch_size, cfg.data.seq_len
+  shapes = {k: (b, length, 3) if k == "positions" else (b, length) for k in pipeline.FIELDS}
+  dtypes = {"weights": jnp.float32, "valid": jnp.bool_}
+  return {k: jax.ShapeDtypeStruct(shapes[k], dtypes.get(k, jnp.int32), sharding=fns.batch_sh[k])
+          for k in pipeline.FIELDS}
+
+
+def random_batch(cfg, vocab, rng):
+  """A structurally valid batch: every row one causal text span (no frames) with random targets."""
+  b, length = cfg.data.batch_size, cfg.data.seq_len
+  q = np.broadcast_to(np.arange(length, dtype=np.int32), (b, length))
+  targets = rng.integers(vocab.visual_offset, vocab.visual_offset + vocab.visual_size, (b, length))
+  return {"inputs": np.full((b, length), vocab.mask, np.int32), "targets": targets.astype(np.int32),
+          "weights": np.ones((b, length), np.float32), "positions": np.repeat(q[..., None], 3, -1),
+          "index": q, "k_start": np.zeros((b, length), np.int32), "k_end": q + 1,
+          "frame": np.zeros((b, length), np.int32), "valid": np.ones((b, length), bool)}
+
+
+def measure(name, mesh_override, run_steps, peak_tflops):
+  cfg = config.load(name)
+  if mesh_override:
+    cfg.mesh = mesh_override
+  n_dev = jax.device_count()
+  mesh_shape, model_cfg, vocab = train.validate(cfg, n_dev)
+  mesh = sharding.make_mesh(mesh_shape)
+  fns = train.build_functions(cfg, mesh, model_cfg)
+  state_abs = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                           fns.abstract_state, fns.state_sh)
+  with jax.set_mesh(mesh):
+    t0 = time.perf_counter()
+    compiled = fns.step.lower(state_abs, abstract_batch(cfg, fns)).compile()
+    compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fns.abstract_state["params"]))
+  row = dict(config=name, mesh="x".join(map(str, mesh_shape)), compile_s=compile_s,
+             arg_gib=mem.argument_size_in_bytes / GiB, out_gib=mem.output_size_in_bytes / GiB,
+             temp_gib=mem.temp_size_in_bytes / GiB, state_gib_total=3 * param_bytes / GiB,
+             tflop_per_device=flops / 1e12, tokens_per_s=None, mfu=None)
+  if run_steps:
+    with jax.set_mesh(mesh):
+      state = fns.init()
+      batch = train.global_batch(random_batch(cfg, vocab, np.random.default_rng(0)), fns.batch_sh)
+      state, m = fns.step(state, batch)
+      jax.block_until_ready(m)
+      t0 = time.perf_counter()
+      for _ in range(run_steps):
+        state, m = fns.step(state, batch)
+      jax.block_until_ready(m)
+      secs = (time.perf_counter() - t0) / run_steps
+    row["tokens_per_s"] = cfg.data.batch_size * cfg.data.seq_len / secs
+    if peak_tflops:
+      row["mfu"] = flops * n_dev / secs / (peak_tflops * 1e12 * n_dev)
+  return row
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--configs", default="tiny,demo,lumos_1b,lumos_3b")
+  parser.add_argument("--run", default="tiny,demo", help="configs that also execute steps")
+  parser.add_argument("--run_steps", type=int, default=3)
+  parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak, for MFU")
+  parser.add_argument("--mesh", default="", help="override every config's mesh, e.g. 1,8,1")
+  args = parser.parse_args(argv)
+  mesh = tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None
+  print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}")
+  print("| config | mesh | compile s | args GiB/dev | out GiB/dev | temp GiB/dev | "
+        "params+adam GiB total | TFLOP/step/dev | tokens/s | MFU |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  run = set(args.run.split(","))
+  for name in args.configs.split(","):
+    r = measure(name, mesh, args.run_steps if name in run else 0, args.peak_tflops)
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+    print(f"| {r['config']} | {r['mesh']} | {r['compile_s']:.1f} | {r['arg_gib']:.3f} | "
+          f"{r['out_gib']:.3f} | {r['temp_gib']:.3f} | {r['state_gib_total']:.3f} | "
+          f"{r['tflop_per_device']:.3f} | {fmt(r['tokens_per_s'], ',.0f')} | {fmt(r['mfu'], '.1%')} |",
+          flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
