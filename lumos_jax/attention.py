@@ -65,7 +65,61 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   return jnp.concatenate(outs, axis=1)
 
 
-IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked}
+def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
+             scan_groups: int = 16, **unused):
+  """Memory-bounded variant of `xla_blocked` for long-sequence training.
+
+  The query blocks are split into `scan_groups` consecutive groups; a group's blocks run one after
+  another (`lax.map`, each rematerialised) against the key prefix its last block reaches. Peak
+  memory is one block's [heads, block_q, keys] temporaries however long the sequence, where the
+  unrolled `xla_blocked` leaves XLA free to keep every block's alive at once. The price is the
+  group's shared key window: executed pairs are `scan_pairs()` (e.g. ~1.18x the allowed pairs for
+  7 x 4,084-token frames with 16 groups). XLA's cost analysis counts a loop body once, so use
+  `scan_pairs` for this path's FLOPs.
+  """
+  del unused
+  b, lq, hq, d = q.shape
+  lk = k.shape[1]
+  if lq != lk:
+    raise ValueError(f"xla_scan is self-attention over one sequence: got {lq} queries, {lk} keys")
+  pad = -lq % block_q
+  n_blocks = (lq + pad) // block_q
+  # Padded query rows attend key 0 only; their outputs are dropped below.
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  k_start = jnp.pad(k_start, ((0, 0), (0, pad)))
+  k_end = jnp.pad(k_end, ((0, 0), (0, pad)), constant_values=1)
+
+  def blocks(x, lo, hi):  # [B, L, ...] -> [n, B, block_q, ...] for query blocks lo..hi-1
+    x = x[:, lo * block_q:hi * block_q]
+    return jnp.moveaxis(x.reshape(b, hi - lo, block_q, *x.shape[2:]), 1, 0)
+
+  outs = []
+  for lo, hi in _groups(n_blocks, scan_groups):
+    key_hi = min(lk, hi * block_q + max_lookahead)
+    kg, vg = k[:, :key_hi], v[:, :key_hi]
+    one = jax.checkpoint(lambda xs: _masked_softmax_attention(
+        xs[0], kg, vg, _allowed(xs[1], xs[2], 0, key_hi)))
+    out = jax.lax.map(one, (blocks(q, lo, hi), blocks(k_start, lo, hi), blocks(k_end, lo, hi)))
+    outs.append(jnp.moveaxis(out, 0, 1).reshape(b, (hi - lo) * block_q, hq, d))
+  return jnp.concatenate(outs, axis=1)[:, :lq]
+
+
+def _groups(n_blocks: int, n_groups: int):
+  """Consecutive [lo, hi) ranges of query blocks, as even as possible."""
+  edges = [round(i * n_blocks / n_groups) for i in range(n_groups + 1)]
+  return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
+def scan_pairs(length: int, *, block_q: int, max_lookahead: int, scan_groups: int = 16) -> int:
+  """(q, k) pairs `xla_scan` computes for a `length`-token sequence (padding rows excluded)."""
+  total = 0
+  for lo, hi in _groups(-(-length // block_q), scan_groups):
+    rows = min(length, hi * block_q) - lo * block_q
+    total += rows * min(length, hi * block_q + max_lookahead)
+  return total
+
+
+IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked, "xla_scan": xla_scan}
 
 
 def check_lookahead(layout_lookahead: int, max_lookahead: int) -> None:

@@ -61,6 +61,7 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   cfg.max_bad_steps = 10  # consecutive non-finite steps before the run stops
   cfg.loss_chunk = 256  # positions per chunk of the loss
   cfg.peak_flops_per_device = 0.0  # for MFU; 0: unknown, MFU not logged
+  cfg.profile_steps = ()  # (first, stop): write a profiler trace of those steps to WORKDIR/profile
   cfg.vocab = vocab
   cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
   cfg.model = ml_collections.ConfigDict(dict(

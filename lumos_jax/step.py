@@ -13,17 +13,28 @@ state (`Trainer` in train.py does). Gradient accumulation runs `accum_steps` mic
 scan and divides the summed gradients by the total number of loss tokens, so the update is the
 same as one big batch.
 """
-from __future__ import annotations
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
+from clu import metrics as clu_metrics
 from flax import nnx
 
 from lumos_jax import loss, rope
 from lumos_jax.model import Decoder, ModelConfig
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  """What a step reports; merged over a logging window (means of the per-step values)."""
+  loss: clu_metrics.Average.from_output("loss")
+  grad_norm: clu_metrics.Average.from_output("grad_norm")
+  param_norm: clu_metrics.LastValue.from_output("param_norm")
+  loss_tokens: clu_metrics.Average.from_output("loss_tokens")
+  skipped_in_window: clu_metrics.Average.from_output("skipped")  # fraction of skipped updates
 
 
 def init_params(model_cfg: ModelConfig, seed: int):
@@ -53,7 +64,7 @@ def batch_loss(params, batch, *, graphdef, model_cfg: ModelConfig, loss_chunk: i
 
 
 def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, accum_steps: int,
-               **loss_kw) -> tuple[dict, dict]:
+               **loss_kw) -> tuple[dict, TrainMetrics]:
   """One optimizer step on `batch` (arrays [B, L...]); skips the update if anything is not finite."""
   grad_fn = jax.grad(functools.partial(batch_loss, **loss_kw), has_aux=True)
   micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
@@ -68,7 +79,7 @@ def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, ac
   n_tokens = jnp.maximum(aux["n_tokens"], 1.0)
   grads = jax.tree.map(lambda g: g / n_tokens, grads)
   loss_value = aux["loss_sum"] / n_tokens
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
 
   updates, new_opt = tx.update(grads, state["opt"], state["params"])
@@ -82,8 +93,9 @@ def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, ac
       "bad_streak": jnp.where(finite, 0, state["bad_streak"] + 1),
       "rng": jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 1)),
   }
-  metrics = {"loss": loss_value, "grad_norm": grad_norm, "n_tokens": aux["n_tokens"],
-             "finite": finite, "param_norm": optax.global_norm(new_state["params"])}
+  metrics = TrainMetrics.single_from_model_output(
+      loss=loss_value, grad_norm=grad_norm, param_norm=optax.tree.norm(new_state["params"]),
+      loss_tokens=aux["n_tokens"], skipped=(~finite).astype(jnp.float32))
   return new_state, metrics
 
 

@@ -231,31 +231,40 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
   step = int(jax.device_get(state["step"]))
   tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
   flops = flops_per_token(model_cfg, cfg.data.seq_len)
-  last, t_last, steps_since = {}, time.perf_counter(), 0
+  last, t_last, steps_since, window = {}, time.perf_counter(), 0, None
   if step == 0 and eval_source is not None and cfg.eval_every:  # the initial validation loss
     writer.write(0, evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh))
   try:
     while step < cfg.steps and stop["signal"] is None:
+      if cfg.profile_steps and step == cfg.profile_steps[0] and jax.process_index() == 0:
+        jax.profiler.start_trace(str(workdir / "profile"))  # view with TensorBoard / Perfetto
       state, metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
+      window = metrics if window is None else window.merge(metrics)
       step += 1
+      if cfg.profile_steps and step == cfg.profile_steps[1] and jax.process_index() == 0:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
       steps_since += 1
-      if step % cfg.log_every == 0 or step == cfg.steps:
-        m = jax.device_get(metrics)
+      logged = step % cfg.log_every == 0 or step == cfg.steps
+      if logged:
+        means = {k: float(v) for k, v in jax.device_get(window.compute()).items()}
         now = time.perf_counter()
         sps = steps_since / (now - t_last)
-        t_last, steps_since = now, 0
-        last = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
-                "lr": float(optim.schedule(cfg.optim, cfg.steps)(step - 1)),
-                "loss_tokens": float(m["n_tokens"]), "steps_per_sec": sps,
-                "tokens_per_sec": sps * tokens_per_step,
+        t_last, steps_since, window = now, 0, None
+        last = {**means, "lr": float(optim.schedule(cfg.optim, cfg.steps)(step - 1)),
+                "steps_per_sec": sps, "tokens_per_sec": sps * tokens_per_step,
                 "skipped": int(jax.device_get(state["skipped"]))}
         if cfg.peak_flops_per_device:
-          last["mfu"] = sps * tokens_per_step * flops / (cfg.peak_flops_per_device * jax.device_count())
+          last["mfu"] = (sps * tokens_per_step * flops
+                         / (cfg.peak_flops_per_device * jax.device_count()))
         writer.write(step, last)
         log.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s %.0f tokens/s "
-                     "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"],
-                     sps, last["tokens_per_sec"], (cfg.steps - step) / max(sps, 1e-9))
-      bad = int(jax.device_get(state["bad_streak"]))
+                 "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"], sps,
+                 last["tokens_per_sec"], (cfg.steps - step) / max(sps, 1e-9))
+      checkpoint_now = (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                        or stop["signal"] is not None)
+      # Reading device values syncs the host with the device: only where we log or save anyway.
+      bad = int(jax.device_get(state["bad_streak"])) if logged or checkpoint_now else 0
       if bad > cfg.max_bad_steps:
         raise RuntimeError(f"{bad} consecutive steps had a non-finite loss or gradient (limit "
                            f"config field max_bad_steps={cfg.max_bad_steps}); stopping at step "
@@ -264,7 +273,7 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
         result = evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh)
         writer.write(step, result)
         log.info("step %d eval %s", step, json.dumps(result))
-      if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"] is not None:
+      if checkpoint_now:
         ckpt.save(step, state, data_iter, force=True)
     if stop["signal"] is not None:
       log.warning("signal %s: saved a checkpoint at step %d, exiting", stop["signal"], step)

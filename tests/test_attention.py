@@ -25,10 +25,12 @@ def test_fast_equals_dense_values_and_grads(seed, block_q):
                                                  block_q=block_q, max_lookahead=lookahead) * cot)
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(q, k, v)
 
-  (val_d, grads_d), (val_f, grads_f) = run("dense"), run("xla")
-  np.testing.assert_allclose(val_f, val_d, rtol=1e-5)
-  for gf, gd in zip(grads_f, grads_d):
-    np.testing.assert_allclose(gf, gd, rtol=1e-5, atol=1e-5)
+  (val_d, grads_d) = run("dense")
+  for impl in ("xla", "xla_scan"):
+    val_f, grads_f = run(impl)
+    np.testing.assert_allclose(val_f, val_d, rtol=1e-5, err_msg=impl)
+    for gf, gd in zip(grads_f, grads_d):
+      np.testing.assert_allclose(gf, gd, rtol=1e-5, atol=1e-5, err_msg=impl)
   out_d = attention.attend(q, k, v, k_start, k_end, impl="dense")
   out_f = attention.attend(q, k, v, k_start, k_end, impl="xla", block_q=block_q,
                            max_lookahead=lookahead)
@@ -62,3 +64,9 @@ def test_check_lookahead_names_the_field():
   attention.check_lookahead(23, 23)
   with pytest.raises(ValueError, match="model.max_lookahead=22"):
     attention.check_lookahead(23, 22)
+
+
+def test_scan_pairs_counts_what_xla_scan_computes():
+  # 10 blocks of 8 in 3 groups: (0,3) (3,7) (7,10); windows end at min(L, hi*8 + 5)
+  assert attention.scan_pairs(77, block_q=8, max_lookahead=5, scan_groups=3) == (
+      24 * 29 + 32 * 61 + (77 - 56) * 77)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lumos_jax import tokens
-from lumos_jax.data import official, safe_pickle
+from lumos_jax.data import official, official_index, safe_pickle
 from lumos_jax.data.__main__ import main
 from lumos_jax.data.records import RecordSource
 
@@ -53,15 +53,15 @@ def imported(official_samples, tmp_path_factory):
 
 def test_index_formats_list_the_same_files(official_samples):
   root = official_samples
-  merged = official.read_index(root / VIDEO_INDEX, root)
-  from_yaml = official.read_index(root / VIDEO_YAML, root)
+  merged = official_index.read_index(root / VIDEO_INDEX, root)
+  from_yaml = official_index.read_index(root / VIDEO_YAML, root)
   parts = [e for p in sorted((root / "pre_tokenize/data/test_video/1-in-1").glob("*-record.jsonl"))
-           for e in official.read_index(p, root)]
+           for e in official_index.read_index(p, root)]
   assert len(merged) == 12
   assert from_yaml == merged
   assert sorted(parts, key=lambda e: e.id) == sorted(merged, key=lambda e: e.id)
-  assert official.find_root(root / VIDEO_YAML) == root.resolve()
-  assert official.find_root(root / VIDEO_PART0) == root.resolve()
+  assert official_index.find_root(root / VIDEO_YAML) == root.resolve()
+  assert official_index.find_root(root / VIDEO_PART0) == root.resolve()
 
 
 def test_whole_import_matches_the_reference(imported, official_samples):

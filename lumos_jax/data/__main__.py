@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from lumos_jax import tokens
 from lumos_jax.data import official, records, synthetic
+from lumos_jax.progress import Progress
 
 
 class Command(NamedTuple):
@@ -117,7 +118,7 @@ def _synthetic_run(args: argparse.Namespace) -> int:
   cfg = synthetic.SyntheticConfig(frame_px=args.frame_px, patch_px=args.patch_px,
                                   frames=args.frames)
   tokenizer, vocab = synthetic.PatchTokenizer(cfg), tokens.Vocab.compact()
-  progress = official.Progress(args.count, "synthetic", sys.stderr)
+  progress = Progress(args.count, "synthetic", sys.stderr)
 
   def samples():
     for i in range(args.count):
