@@ -6,7 +6,8 @@ Run (CPU, 8 forced devices):
 
 For every config: the step is lowered with abstract inputs on the config's mesh (AOT, nothing is
 allocated) and compiled; `memory_analysis()` gives per-device argument/output/temp bytes and
-`cost_analysis()` the FLOPs. Configs listed in --run also execute `--run_steps` steps on random
+`cost_analysis()` the FLOPs (XLA counts a loop body once: with model.attention="xla_scan" the
+attention inside its `lax.map` is undercounted, so its TFLOP column is a lower bound). Configs listed in --run also execute `--run_steps` steps on random
 data for tokens/s and MFU (MFU needs --peak_tflops per device). The 1B/3B configs are compile-only
 here: with scan + remat + chunked loss their per-device footprint on an 8-device fsdp mesh should be
 about 1/8 of the single-device argument bytes plus activations.
@@ -48,10 +49,12 @@ def random_batch(cfg, vocab, rng):
           "frame": np.zeros((b, length), np.int32), "valid": np.ones((b, length), bool)}
 
 
-def measure(name, mesh_override, run_steps, peak_tflops):
+def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   cfg = config.load(name)
   if mesh_override:
     cfg.mesh = mesh_override
+  if attention:
+    cfg.model.attention = attention
   n_dev = jax.device_count()
   mesh_shape, model_cfg, vocab = train.validate(cfg, n_dev)
   mesh = sharding.make_mesh(mesh_shape)
@@ -66,7 +69,7 @@ def measure(name, mesh_override, run_steps, peak_tflops):
   cost = compiled.cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fns.abstract_state["params"]))
-  row = dict(config=name, mesh="x".join(map(str, mesh_shape)), compile_s=compile_s,
+  row = dict(config=f"{name} ({cfg.model.attention})", mesh="x".join(map(str, mesh_shape)), compile_s=compile_s,
              arg_gib=mem.argument_size_in_bytes / GiB, out_gib=mem.output_size_in_bytes / GiB,
              temp_gib=mem.temp_size_in_bytes / GiB, state_gib_total=3 * param_bytes / GiB,
              tflop_per_device=flops / 1e12, tokens_per_s=None, mfu=None)
@@ -94,6 +97,7 @@ def main(argv=None):
   parser.add_argument("--run_steps", type=int, default=3)
   parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak, for MFU")
   parser.add_argument("--mesh", default="", help="override every config's mesh, e.g. 1,8,1")
+  parser.add_argument("--attention", default="", help="override model.attention (xla, xla_scan)")
   args = parser.parse_args(argv)
   mesh = tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}")
@@ -102,7 +106,8 @@ def main(argv=None):
   print("|---|---|---|---|---|---|---|---|---|---|")
   run = set(args.run.split(","))
   for name in args.configs.split(","):
-    r = measure(name, mesh, args.run_steps if name in run else 0, args.peak_tflops)
+    r = measure(name, mesh, args.run_steps if name in run else 0, args.peak_tflops,
+                args.attention or None)
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     print(f"| {r['config']} | {r['mesh']} | {r['compile_s']:.1f} | {r['arg_gib']:.3f} | "
           f"{r['out_gib']:.3f} | {r['temp_gib']:.3f} | {r['state_gib_total']:.3f} | "
