@@ -159,6 +159,8 @@ def global_batch(local: dict, shardings: dict) -> dict:
 def train(cfg, workdir) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
   setup_distributed(cfg)
+  if jax.process_index() != 0:
+    log.setLevel(logging.WARNING)  # one process reports progress; warnings come from all
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh_shape, model_cfg, vocab = validate(cfg, jax.device_count())

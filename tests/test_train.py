@@ -177,3 +177,23 @@ def test_two_processes_match_one_and_restore_on_one_device(tmp_path, reference_r
   resumed = _losses(workdir)
   np.testing.assert_allclose([resumed[s] for s in range(21, 25)], [reference[s] for s in range(21, 25)],
                              rtol=1e-5)
+
+
+def test_outputs_eval_mfu_tensorboard_and_profile(tmp_path):
+  workdir = tmp_path / "out"
+  cmd, env = _run_cmd(workdir, "--config.steps=4", "--config.eval_every=2",
+                      "--config.eval_batches=1", "--config.peak_flops_per_device=1e9",
+                      "--config.profile_steps=(1, 3)", "--config.log_every=2")
+  subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  evals = [r for r in rows if "eval_loss" in r]
+  assert [r["step"] for r in evals] == [0, 2, 4]
+  assert {"eval_loss_frame0", "eval_loss_frame1"} <= set(evals[0])
+  assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+  train_rows = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train_rows] == [2, 4]
+  for r in train_rows:
+    assert 0 < r["mfu"] and r["tokens_per_sec"] > 0 and r["skipped"] == 0
+    assert {"loss", "grad_norm", "lr", "steps_per_sec", "param_norm"} <= set(r)
+  assert list((workdir / "tb").glob("events.out.tfevents.*"))
+  assert list((workdir / "profile").rglob("*.xplane.pb"))
