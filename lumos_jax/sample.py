@@ -1,0 +1,257 @@
+"""AR-DF sampling (LUMOS_REFERENCE.md section 4): frame by frame masked decoding with a KV cache and
+classifier-free guidance; text-to-image (1 frame), text-to-video, image-to-video / continuation.
+
+  prompt -> cond sequence  [BOS] text [SEP] [VIDEO_START, dur, fps] given frames... new frames...
+            uncond sequence                 [VIDEO_START, dur, fps] given frames... new frames...
+The two run as one batch of 2 rows; the uncond row is right-aligned (front padding it never
+attends to, positions restarting at 0), so every frame block sits at the same cache index in both.
+
+Per new frame: S steps over that frame's block only, against the cached prefix (`write=False`):
+logits over the visual ids, `uncond + g * (cond - uncond)`, sample every unknown code slot, keep
+fixed ones, then re-mask the m = floor(N cos(pi/2 (s+1)/S)) lowest-confidence new slots (confidence
+= log p + temperature x Gumbel); the last step keeps everything. The finished frame then enters
+the cache with the history mask (fraction `history_mask` of its content slots, evenly spaced, one
+pattern per video: `masking.history_pattern`), and so do given (I2V) frames.
+
+Temperature schedules (`temperature_schedule`):
+  cumulative (default): the official code's tau <- tau * (1 - (s+1)/S) every step, never reset, so
+    the Gumbel noise is gone after the first frame. Default because released Lumos checkpoints were
+    evaluated with it.
+  per_frame: tau = temperature * (1 - (s+1)/S) restarting every frame: every frame gets the same
+    exploration (more varied later frames).
+`cached=False` runs the same decoding by recomputing the full sequence at every step: the
+reference the KV-cache path is tested against.
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lumos_jax import masking, rope, tokens
+
+SCHEDULES = ("cumulative", "per_frame")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  frames: int  # new latent frames to generate
+  height: int  # latent rows
+  width: int  # latent columns
+  fps: int = 12
+  duration: int = 2  # header tokens (seconds)
+  steps: int = 50
+  cfg_scale: float = 15.0
+  history_mask: float = 0.7
+  temperature: float = 1.0
+  temperature_schedule: str = "cumulative"
+  top_k: int = 0  # 0: off
+  top_p: float = 1.0  # 1: off
+
+  def __post_init__(self):
+    if self.temperature_schedule not in SCHEDULES:
+      raise ValueError(f"temperature_schedule={self.temperature_schedule!r}: choose one of "
+                       f"{SCHEDULES}")
+    if self.frames < 1 or self.steps < 1:
+      raise ValueError(f"frames={self.frames} and steps={self.steps} must be at least 1")
+
+
+def _frame_block(vocab: tokens.Vocab, h: int, w: int, codes=None) -> np.ndarray:
+  """One frame block; all code slots MASK when `codes` is None."""
+  grid = np.full((h, w), vocab.mask) if codes is None else np.asarray(codes) + vocab.visual_offset
+  rows = np.concatenate([grid, np.full((h, 1), vocab.newline)], axis=1).reshape(-1)
+  return np.concatenate([[vocab.image_start, vocab.number(h // vocab.size_unit),
+                          vocab.number(w // vocab.size_unit)], rows, [vocab.image_end]])
+
+
+@dataclasses.dataclass
+class Plan:
+  """The host-side layout of one request: template ids and layout arrays for both rows [2, L]."""
+  ids: np.ndarray
+  positions: np.ndarray
+  index: np.ndarray
+  k_start: np.ndarray
+  k_end: np.ndarray
+  prefix: int  # tokens before the first new frame
+  block: int  # tokens per frame block
+  code_slot: np.ndarray  # bool [block]: slots the sampler fills
+  history_slot: np.ndarray  # bool [block]: slots the history mask hides
+
+
+def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
+         strides=tokens.LUMOS_STRIDES) -> Plan:
+  """Builds the cond/uncond template (new frames all MASK) and its layout."""
+  given = np.zeros((0, sc.height, sc.width), np.int64) if given is None else np.asarray(given)
+  if given.shape[1:] != (sc.height, sc.width):
+    raise ValueError(f"given frames are {given.shape[1:]} latents, the request is "
+                     f"{sc.height}x{sc.width}")
+  video = [vocab.video_start, vocab.number(sc.duration), vocab.number(sc.fps)]
+  video += [t for f in given for t in _frame_block(vocab, sc.height, sc.width, f)]
+  video += [t for _ in range(sc.frames) for t in _frame_block(vocab, sc.height, sc.width)]
+  cond = np.array([vocab.bos, *map(int, text_ids), vocab.sep, *video], np.int32)
+  uncond = np.array(video, np.int32)
+  lay_c, lay_u = tokens.parse(cond, vocab, strides), tokens.parse(uncond, vocab, strides)
+  pad = len(cond) - len(uncond)
+  q = np.arange(pad, dtype=np.int32)
+
+  def row1(x, fill):
+    return np.concatenate([fill, x])
+
+  block = 4 + sc.height * (sc.width + 1)
+  prefix = len(cond) - sc.frames * block
+  pattern = masking.history_pattern(sc.height * (sc.width + 1), sc.history_mask)
+  col = np.arange(sc.height * (sc.width + 1)) % (sc.width + 1)
+  pad3 = np.zeros((pad, 3), np.int32)
+  return Plan(
+      ids=np.stack([cond, row1(uncond, np.zeros(pad, np.int32))]),
+      positions=np.stack([lay_c.positions, row1(lay_u.positions, pad3)]),
+      index=np.stack([lay_c.index, row1(lay_u.index, q * 0)]),
+      k_start=np.stack([lay_c.k_start, row1(lay_u.k_start + pad, q)]),
+      k_end=np.stack([lay_c.k_end, row1(lay_u.k_end + pad, q + 1)]),
+      prefix=prefix, block=block,
+      code_slot=np.concatenate([[False] * 3, col < sc.width, [False]]),
+      history_slot=np.concatenate([[False] * 3, pattern, [False]]))
+
+
+def _filter(logits, top_k: int, top_p: float):
+  """Top-k / top-p (nucleus) filtering of [..., V] logits."""
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    sorted_l = jnp.sort(logits, axis=-1)[..., ::-1]
+    cum = jnp.cumsum(jax.nn.softmax(sorted_l, axis=-1), axis=-1)
+    cutoff = jnp.take_along_axis(sorted_l, jnp.sum(cum < top_p, axis=-1, keepdims=True), axis=-1)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return logits
+
+
+def decode_frame(logits_fn, operands, cur, key, tau, *, sc: SampleConfig, code_slot, mask_id: int,
+                 visual_offset: int):
+  """S masked-decoding steps of one frame block. cur: int [2, block] (both rows equal).
+
+  logits_fn(operands, cur) -> float32 [2, block, visual_size] (row 0 cond, row 1 uncond);
+  `operands` (parameters, cache, ...) ride through the loop carry so that NNX modules rebuilt
+  from them live in the loop's own trace.
+  Returns (finished block [2, block], tau after the frame).
+  """
+  n_slots = int(np.sum(code_slot))
+  code_slot = jnp.asarray(code_slot)
+
+  def step(s, carry):
+    cur, key, tau, operands = carry
+    key, k_sample, k_gumbel = jax.random.split(key, 3)
+    out = logits_fn(operands, cur)
+    logits = out[1] + sc.cfg_scale * (out[0] - out[1])  # [block, V]
+    logits = _filter(logits, sc.top_k, sc.top_p)
+    sampled = jax.random.categorical(k_sample, logits)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[:, None], axis=-1)[:, 0]
+    unknown = (cur[0] == mask_id) & code_slot
+    filled = jnp.where(unknown, sampled + visual_offset, cur[0])
+    ratio = (s + 1) / sc.steps
+    n_unknown = jnp.sum(unknown)
+    m = jnp.floor(n_slots * jnp.cos(jnp.pi / 2 * ratio)).astype(jnp.int32)
+    m = jnp.where(s == sc.steps - 1, 0, jnp.clip(m, 1, n_unknown - 1))
+    gumbel = jax.random.gumbel(k_gumbel, logp.shape)
+    tau_now = tau * (1 - ratio) if sc.temperature_schedule == "cumulative" else (
+        sc.temperature * (1 - ratio))
+    confidence = jnp.where(unknown, logp + tau_now * gumbel, jnp.inf)
+    rank = jnp.argsort(jnp.argsort(confidence))
+    remask = unknown & (rank < m)
+    new = jnp.where(remask, mask_id, filled)
+    tau = tau_now if sc.temperature_schedule == "cumulative" else tau
+    return jnp.stack([new, new]), key, tau, operands
+
+  cur, _, tau, _ = jax.lax.fori_loop(0, sc.steps, step, (cur, key, tau, operands))
+  return cur, tau
+
+
+class Sampler:
+  """Generation with a trained decoder. `generate` returns int codes [given + frames, H, W]."""
+
+  def __init__(self, model, vocab: tokens.Vocab, strides=tokens.LUMOS_STRIDES):
+    self.graphdef, self.params = nnx.split(model)
+    self.cfg, self.vocab, self.strides = model.cfg, vocab, strides
+
+  def _model(self, params):
+    return nnx.merge(self.graphdef, params)
+
+  def _visual_logits(self, model, hidden):
+    return jnp.einsum("bld,dv->blv", hidden, model.head_visual[...].astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def generate(self, text_ids, sc: SampleConfig, seed: int = 0, given=None, cached: bool = True):
+    v = self.vocab
+    p = plan(v, text_ids, sc, given, self.strides)
+    positions = rope.rope_positions(p.positions, p.index, self.cfg.rope_variant)
+    arrays = tuple(jnp.asarray(x) for x in (p.ids, positions, p.k_start, p.k_end))
+    n_given = 0 if given is None else len(given)
+    ids = np.array(p.ids)
+    first = p.prefix - n_given * p.block  # given frames start here
+    for f in range(n_given):  # given frames enter the model history-masked, as in training
+      b0 = first + f * p.block
+      ids[:, b0:b0 + p.block] = np.where(p.history_slot, v.mask, ids[:, b0:b0 + p.block])
+    kw = dict(sc=sc, code_slot=p.code_slot, mask_id=v.mask, visual_offset=v.visual_offset)
+    decode = self._decode_cached if cached else self._decode_full
+    frames = decode(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed))
+    codes = np.asarray(frames)[:, 3:-1].reshape(sc.frames, sc.height, sc.width + 1)[..., :-1]
+    codes = codes - v.visual_offset
+    if given is not None:
+      codes = np.concatenate([np.asarray(given), codes])
+    return codes
+
+  def _decode_cached(self, ids, arrays, p: Plan, kw, key):
+    _, positions, k_start, k_end = arrays
+    model = self._model(self.params)
+    cache = model.init_cache(2, ids.shape[1])
+    prefill = jax.jit(lambda params, cache, x: self._model(params).extend(
+        cache, x, positions[:, :p.prefix], k_start[:, :p.prefix], k_end[:, :p.prefix])[1])
+    cache = prefill(self.params, cache, ids[:, :p.prefix])
+
+    @jax.jit
+    def frame(params, cache, cur, pos, ks, ke, key, tau):
+      def logits_fn(operands, c):
+        params, cache = operands
+        m = self._model(params)
+        return self._visual_logits(m, m.extend(cache, c, pos, ks, ke, write=False)[0])
+      done, tau = decode_frame(logits_fn, (params, cache), cur, key, tau, **kw)
+      hidden_mask = jnp.asarray(p.history_slot)
+      m = self._model(params)
+      _, cache = m.extend(cache, jnp.where(hidden_mask, kw["mask_id"], done), pos, ks, ke)
+      return done, cache, tau
+
+    out, tau = [], jnp.float32(kw["sc"].temperature)
+    for f in range(kw["sc"].frames):
+      b0 = p.prefix + f * p.block
+      sl = slice(b0, b0 + p.block)
+      key, k = jax.random.split(key)
+      done, cache, tau = frame(self.params, cache, ids[:, sl], positions[:, sl], k_start[:, sl],
+                               k_end[:, sl], k, tau)
+      out.append(done[0])
+    return jnp.stack(out)
+
+  def _decode_full(self, ids, arrays, p: Plan, kw, key):
+    """Reference: every step recomputes the whole sequence up to the current frame."""
+    _, positions, k_start, k_end = arrays
+    out, tau = [], jnp.float32(kw["sc"].temperature)
+    history = jnp.asarray(p.history_slot)
+    for f in range(kw["sc"].frames):
+      b0 = p.prefix + f * p.block
+      b1 = b0 + p.block
+
+      @jax.jit
+      def frame(params, ids, cur, key, tau, b0=b0, b1=b1):
+        def logits_fn(params, c):
+          m = self._model(params)
+          full = jnp.concatenate([ids[:, :b0], c], axis=1)
+          hidden = m(full, positions[:, :b1], k_start[:, :b1], k_end[:, :b1])
+          return self._visual_logits(m, hidden[:, b0:b1])
+        return decode_frame(logits_fn, params, cur, key, tau, **kw)
+
+      key, k = jax.random.split(key)
+      done, tau = frame(self.params, ids, ids[:, b0:b1], k, tau)
+      out.append(done[0])
+      ids = ids.at[:, b0:b1].set(jnp.where(history, kw["mask_id"], done))
+    return jnp.stack(out)
