@@ -23,7 +23,7 @@ Temperature schedules (`temperature_schedule`):
 reference the KV-cache path is tested against.
 """
 import dataclasses
-import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,7 @@ class SampleConfig:
   temperature_schedule: str = "cumulative"
   top_k: int = 0  # 0: off
   top_p: float = 1.0  # 1: off
+  code_limit: int = 0  # sample only codes < code_limit (a tokenizer with fewer codes); 0: all
 
   def __post_init__(self):
     if self.temperature_schedule not in SCHEDULES:
@@ -145,6 +146,8 @@ def decode_frame(logits_fn, operands, cur, key, tau, *, sc: SampleConfig, code_s
     key, k_sample, k_gumbel = jax.random.split(key, 3)
     out = logits_fn(operands, cur)
     logits = out[1] + sc.cfg_scale * (out[0] - out[1])  # [block, V]
+    if sc.code_limit:
+      logits = jnp.where(jnp.arange(logits.shape[-1]) < sc.code_limit, logits, -jnp.inf)
     logits = _filter(logits, sc.top_k, sc.top_p)
     sampled = jax.random.categorical(k_sample, logits)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[:, None], axis=-1)[:, 0]
@@ -182,7 +185,8 @@ class Sampler:
     return jnp.einsum("bld,dv->blv", hidden, model.head_visual[...].astype(hidden.dtype),
                       preferred_element_type=jnp.float32)
 
-  def generate(self, text_ids, sc: SampleConfig, seed: int = 0, given=None, cached: bool = True):
+  def generate(self, text_ids, sc: SampleConfig, seed: int = 0, given=None, cached: bool = True,
+               progress: bool = False):
     v = self.vocab
     p = plan(v, text_ids, sc, given, self.strides)
     positions = rope.rope_positions(p.positions, p.index, self.cfg.rope_variant)
@@ -194,15 +198,17 @@ class Sampler:
       b0 = first + f * p.block
       ids[:, b0:b0 + p.block] = np.where(p.history_slot, v.mask, ids[:, b0:b0 + p.block])
     kw = dict(sc=sc, code_slot=p.code_slot, mask_id=v.mask, visual_offset=v.visual_offset)
-    decode = self._decode_cached if cached else self._decode_full
-    frames = decode(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed))
+    if cached:
+      frames = self._decode_cached(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed), progress)
+    else:
+      frames = self._decode_full(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed))
     codes = np.asarray(frames)[:, 3:-1].reshape(sc.frames, sc.height, sc.width + 1)[..., :-1]
     codes = codes - v.visual_offset
     if given is not None:
       codes = np.concatenate([np.asarray(given), codes])
     return codes
 
-  def _decode_cached(self, ids, arrays, p: Plan, kw, key):
+  def _decode_cached(self, ids, arrays, p: Plan, kw, key, progress: bool = False):
     _, positions, k_start, k_end = arrays
     model = self._model(self.params)
     cache = model.init_cache(2, ids.shape[1])
@@ -222,14 +228,20 @@ class Sampler:
       _, cache = m.extend(cache, jnp.where(hidden_mask, kw["mask_id"], done), pos, ks, ke)
       return done, cache, tau
 
-    out, tau = [], jnp.float32(kw["sc"].temperature)
-    for f in range(kw["sc"].frames):
+    out, tau, n = [], jnp.float32(kw["sc"].temperature), kw["sc"].frames
+    t0 = time.perf_counter()
+    for f in range(n):
       b0 = p.prefix + f * p.block
       sl = slice(b0, b0 + p.block)
       key, k = jax.random.split(key)
       done, cache, tau = frame(self.params, cache, ids[:, sl], positions[:, sl], k_start[:, sl],
                                k_end[:, sl], k, tau)
       out.append(done[0])
+      if progress:
+        jax.block_until_ready(done)
+        per = (time.perf_counter() - t0) / (f + 1)
+        print(f"frame {f + 1}/{n} ({kw['sc'].steps} steps), {per:.2f} s/frame "
+              f"(the first includes compilation), ETA {per * (n - f - 1):.0f} s", flush=True)
     return jnp.stack(out)
 
   def _decode_full(self, ids, arrays, p: Plan, kw, key):
@@ -255,3 +267,8 @@ class Sampler:
       out.append(done[0])
       ids = ids.at[:, b0:b1].set(jnp.where(history, kw["mask_id"], done))
     return jnp.stack(out)
+
+
+if __name__ == "__main__":
+  from lumos_jax import generate  # the command line lives there, with checkpoint loading
+  generate.cli()

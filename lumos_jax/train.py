@@ -27,8 +27,6 @@ from lumos_jax import checkpoint, config as config_lib, masking, optim, sharding
 from lumos_jax.data import pipeline, records
 
 log = logging.getLogger("lumos_jax.train")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
 
 
 def validate(cfg, n_devices: int):
@@ -164,6 +162,8 @@ def train(cfg, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh_shape, model_cfg, vocab = validate(cfg, jax.device_count())
+  if jax.process_index() == 0:  # what `python -m lumos_jax.sample --workdir` rebuilds the model from
+    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(mesh_shape)
   sources, weights, eval_source = data_sources(cfg, workdir, vocab)
   data_iter = iter(pipeline.build(sources, pipeline_config(cfg), vocab, weights=weights))
@@ -294,10 +294,12 @@ def main(argv):
   log.addHandler(handler)
   log.setLevel(logging.INFO)
   log.propagate = False
-  if _WORKDIR.value is None or _CONFIG.value is None:
+  if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
     raise app.UsageError("--config=configs/<name>.py and --workdir=DIR are required")
-  train(_CONFIG.value, _WORKDIR.value)
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only for the command line: importing this module defines none
+  config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
+  flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
   app.run(main)

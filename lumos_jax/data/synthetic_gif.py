@@ -18,6 +18,25 @@ from lumos_jax.data import synthetic
 CAPTION_PX = 200  # width of the caption column
 
 
+def _label(text: str, height: int) -> np.ndarray:
+  """uint8 [height, CAPTION_PX, 3]: `text` in black on white."""
+  label = Image.new("RGB", (CAPTION_PX, height), (255, 255, 255))
+  ImageDraw.Draw(label).text((6, height // 2 - 6), text, fill=(0, 0, 0))
+  return np.asarray(label)
+
+
+def captioned(video: np.ndarray, caption: str, scale: int = 4) -> np.ndarray:
+  """uint8 [T, H * scale, W * scale + CAPTION_PX, 3]: the video upscaled, its caption beside it."""
+  video = np.asarray(video).repeat(scale, 1).repeat(scale, 2)
+  label = np.broadcast_to(_label(caption, video.shape[1]), (len(video), video.shape[1], CAPTION_PX, 3))
+  return np.concatenate([video, label], axis=2)
+
+
+def write_captioned(path, video: np.ndarray, caption: str, fps: int, scale: int = 4):
+  """Writes uint8 [T, H, W, 3] frames as a looping GIF with the caption beside them."""
+  iio.imwrite(path, captioned(video, caption, scale), extension=".gif", duration=1000 / fps, loop=0)
+
+
 def sheet(seed: int, count: int, scale: int,
           cfg: synthetic.SyntheticConfig = synthetic.SyntheticConfig()):
   """Samples 0..count-1 decoded from their codes, one per row, caption column on the right.
@@ -26,13 +45,7 @@ def sheet(seed: int, count: int, scale: int,
   """
   tokenizer = synthetic.PatchTokenizer(cfg)
   samples = [synthetic.generate(seed, i, cfg) for i in range(count)]
-  rows = []
-  for s in samples:
-    video = tokenizer.decode(tokenizer.encode(s.video)).repeat(scale, 1).repeat(scale, 2)
-    label = Image.new("RGB", (CAPTION_PX, video.shape[1]), (255, 255, 255))
-    ImageDraw.Draw(label).text((6, video.shape[1] // 2 - 6), s.caption, fill=(0, 0, 0))
-    label = np.broadcast_to(np.asarray(label), (len(video), *np.asarray(label).shape))
-    rows.append(np.concatenate([video, label], axis=2))
+  rows = [captioned(tokenizer.decode(tokenizer.encode(s.video)), s.caption, scale) for s in samples]
   return np.concatenate(rows, axis=1), [s.caption for s in samples]
 
 

@@ -1,0 +1,175 @@
+"""Generation from a trained run: loading it, and the `python -m lumos_jax.sample` command line.
+
+  python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
+      --mode=t2v --frames=8 --steps=16 --cfg=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
+
+Writes the codes as `.npy` always and, for runs on the embedded synthetic dataset, the decoded
+frames as a GIF with the prompt as caption. Requests are checked before anything compiles.
+
+Python API (notebooks):
+  sampler, cfg, vocab = generate.load("/tmp/lumos_demo")
+  codes = sampler.generate(vocab.encode_text("a red circle moves left"),
+                           sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
+"""
+import json
+import pathlib
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from lumos_jax import checkpoint, config as config_lib, sample, sharding, step as step_lib
+
+MODES = ("t2i", "t2v", "i2v")
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  """The training config a run saved in WORKDIR/config.json."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
+                            "(python -m lumos_jax.train writes config.json there)")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load(workdir, step: int | None = None):
+  """(Sampler with the checkpoint's parameters, training config, vocabulary) of a run."""
+  from lumos_jax import train  # the state layout the trainer saved
+  cfg = load_config(workdir)
+  cfg.mesh = (1, 1, 1)
+  model_cfg, vocab = config_lib.model_config(cfg), config_lib.vocab(cfg)
+  ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / "checkpoints")
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    fns = train.build_functions(cfg, mesh, model_cfg)
+    try:
+      state = ckpt.restore_state(step, checkpoint.abstract_like(fns.abstract_state, fns.state_sh))
+    except (ValueError, KeyError) as e:
+      raise ValueError(f"checkpoint {workdir}/checkpoints/{step} does not match the model in "
+                       f"{workdir}/config.json: {e}") from e
+  finally:
+    ckpt.close()
+  graphdef, _ = step_lib.abstract_model(model_cfg)
+  model = nnx.merge(graphdef, state["params"])
+  return sample.Sampler(model, vocab, strides=tuple(cfg.data.strides)), cfg, vocab
+
+
+def _synthetic_tokenizer(cfg):
+  from lumos_jax.data import synthetic
+  return synthetic.PatchTokenizer(synthetic.SyntheticConfig(frames=cfg.data.max_frames))
+
+
+def read_image_codes(path: str, cfg, height: int, width: int) -> np.ndarray:
+  """Conditioning frames as codes [n, H, W]: a `.npy` of codes, or (synthetic runs) an image."""
+  if path.endswith(".npy"):
+    codes = np.load(path)
+    codes = codes[None] if codes.ndim == 2 else codes
+  elif cfg.data.kind == "synthetic":
+    import imageio.v3 as iio
+    pixels = np.asarray(iio.imread(path))[..., :3]
+    pixels = pixels[None] if pixels.ndim == 3 else pixels
+    codes = _synthetic_tokenizer(cfg).encode(pixels[:1])
+  else:
+    raise ValueError(f"--image={path}: give the conditioning frame as a .npy of visual codes "
+                     "(this run has no built-in visual tokenizer)")
+  if codes.ndim != 3 or codes.shape[1:] != (height, width):
+    raise ValueError(f"--image={path}: expected codes of {height}x{width} latents (or a frame "
+                     f"that encodes to it), got shape {codes.shape}")
+  return codes
+
+
+def request(argv_flags, cfg, vocab):
+  """(text ids, SampleConfig, given frames) of a command-line request; raises before compiling."""
+  f = argv_flags
+  if f.mode not in MODES:
+    raise ValueError(f"--mode={f.mode!r}: choose one of {MODES}")
+  height = f.height or (8 if cfg.data.kind == "synthetic" else 0)
+  width = f.width or height
+  if not height:
+    raise ValueError("--height and --width (latent rows/columns) are required for this run")
+  given = read_image_codes(f.image, cfg, height, width) if f.mode == "i2v" else None
+  if f.mode == "i2v" and not f.image:
+    raise ValueError("--mode=i2v needs --image")
+  n_given = 0 if given is None else len(given)
+  total = 1 if f.mode == "t2i" else (f.frames or cfg.data.max_frames)
+  frames = total - n_given
+  if frames < 1 or total > cfg.data.max_frames:
+    raise ValueError(f"--frames={total}: this model was trained on at most "
+                     f"data.max_frames={cfg.data.max_frames} frames (positions beyond are untrained)")
+  if vocab.byte_text_offset is None:
+    raise ValueError("this run uses the official vocabulary: its prompts need the Chameleon BPE "
+                     "tokenizer, which is not bundled; use the Python API with token ids")
+  fps = cfg.data.get("fps", 4) if f.mode != "t2i" else 1
+  sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
+                           duration=max(1, total // fps) if f.mode != "t2i" else 1, steps=f.steps,
+                           cfg_scale=f.cfg, history_mask=f.history_mask,
+                           temperature=f.temperature, temperature_schedule=f.temperature_schedule,
+                           top_k=f.top_k, top_p=f.top_p,
+                           code_limit=(_synthetic_tokenizer(cfg).n_codes
+                                       if cfg.data.kind == "synthetic" else 0))
+  return vocab.encode_text(f.prompt), sc, given
+
+
+def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
+  """codes.npy always; a GIF of the decoded frames for synthetic runs. Returns the paths."""
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  npy = out.with_suffix(".npy")
+  np.save(npy, codes)
+  paths = [npy]
+  if cfg.data.kind == "synthetic" and out.suffix == ".gif":
+    from lumos_jax.data import synthetic_gif
+    frames = _synthetic_tokenizer(cfg).decode(codes)
+    synthetic_gif.write_captioned(out, frames, caption, fps=fps)
+    paths.append(out)
+  return paths
+
+
+def main(argv):
+  del argv
+  f = FLAGS
+  cfg = load_config(f.workdir)
+  vocab = config_lib.vocab(cfg)
+  text, sc, given = request(f, cfg, vocab)  # every check before loading or compiling
+  sampler, cfg, vocab = load(f.workdir)
+  codes = sampler.generate(text, sc, seed=f.seed, given=given, progress=True)
+  for path in write_outputs(codes, f.out, cfg, f.prompt, fps=max(sc.fps, 1)):
+    print(f"wrote {path}")
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints/)")
+  flags.DEFINE_string("prompt", "", "text prompt")
+  flags.DEFINE_string("mode", "t2v", "t2i | t2v | i2v")
+  flags.DEFINE_string("image", "", "i2v conditioning frame: .npy codes or an image (synthetic)")
+  flags.DEFINE_integer("frames", 0, "total latent frames (0: the trained data.max_frames)")
+  flags.DEFINE_integer("height", 0, "latent rows (0: the synthetic dataset's)")
+  flags.DEFINE_integer("width", 0, "latent columns (0: = height)")
+  flags.DEFINE_integer("steps", 50, "masked-decoding steps per frame")
+  flags.DEFINE_float("cfg", 15.0, "classifier-free guidance scale")
+  flags.DEFINE_float("history_mask", 0.7, "fraction of each finished frame masked in the cache")
+  flags.DEFINE_float("temperature", 1.0, "Gumbel confidence noise")
+  flags.DEFINE_enum("temperature_schedule", "cumulative", sample.SCHEDULES, "see lumos_jax.sample")
+  flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)")
+  flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_string("out", "sample.gif", "output path (.gif for a video, codes go to .npy)")
+  flags.mark_flag_as_required("workdir")
+
+
+def cli():
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  sys.exit(cli())

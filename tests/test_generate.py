@@ -1,0 +1,81 @@
+"""The generation command line on a (briefly) trained tiny run: outputs and request checks."""
+import os
+import pathlib
+import subprocess
+import sys
+import types
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from lumos_jax import generate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  subprocess.run([sys.executable, "-m", "lumos_jax.train", "--config=configs/tiny.py",
+                  f"--workdir={workdir}", "--config.steps=2"], env=env, cwd=REPO, check=True,
+                 timeout=600, capture_output=True)
+  return workdir
+
+
+def _flags(**kw):
+  base = dict(mode="t2v", prompt="a red circle moves left", image="", frames=0, height=0, width=0,
+              steps=3, cfg=3.0, history_mask=0.7, temperature=1.0,
+              temperature_schedule="cumulative", top_k=0, top_p=1.0)
+  return types.SimpleNamespace(**{**base, **kw})
+
+
+def test_sample_command_writes_codes_and_gif(workdir, tmp_path):
+  out = tmp_path / "video.gif"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  run = subprocess.run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={workdir}",
+                        "--prompt=a red circle moves left", "--steps=3", "--cfg=3",
+                        f"--out={out}"], env=env, cwd=REPO, check=True, timeout=600,
+                       capture_output=True, text=True)
+  assert "frame 2/2" in run.stdout  # tiny trains on 2 frames: progress per frame
+  codes = np.load(tmp_path / "video.npy")
+  assert codes.shape == (2, 8, 8) and codes.min() >= 0 and codes.max() < 512
+  frames = iio.imread(out)
+  assert frames.shape[0] == 2 and frames.shape[1] == 32 * 4  # 8 latents x 4 px, shown 4x
+  i2v = subprocess.run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={workdir}",
+                        "--mode=i2v", f"--image={tmp_path / 'video.npy'}", "--steps=2",
+                        f"--out={tmp_path / 'i2v.npy'}"], env=env, cwd=REPO, check=False,
+                       timeout=600, capture_output=True, text=True)
+  assert i2v.returncode != 0 and "expected codes of 8x8" not in i2v.stderr  # 2 given = no room
+
+
+def test_requests_are_checked_before_compiling(workdir, tmp_path):
+  cfg = generate.load_config(workdir)
+  from lumos_jax import config
+  vocab = config.vocab(cfg)
+  text, sc, given = generate.request(_flags(), cfg, vocab)
+  assert sc.frames == cfg.data.max_frames and given is None and sc.height == 8
+  assert generate.request(_flags(mode="t2i"), cfg, vocab)[1].frames == 1
+  with pytest.raises(ValueError, match="--mode='v2v'"):
+    generate.request(_flags(mode="v2v"), cfg, vocab)
+  with pytest.raises(ValueError, match="data.max_frames=2"):
+    generate.request(_flags(frames=5), cfg, vocab)
+  bad = tmp_path / "bad.npy"
+  np.save(bad, np.zeros((4, 4), np.int32))
+  with pytest.raises(ValueError, match="expected codes of 8x8"):
+    generate.request(_flags(mode="i2v", image=str(bad)), cfg, vocab)
+  good = tmp_path / "good.npy"
+  np.save(good, np.zeros((8, 8), np.int32))
+  _, sc, given = generate.request(_flags(mode="i2v", image=str(good)), cfg, vocab)
+  assert given.shape == (1, 8, 8) and sc.frames == 1
+
+
+def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
+  import shutil
+  other = tmp_path / "other"
+  shutil.copytree(workdir, other)
+  text = (other / "config.json").read_text().replace('"mlp_dim": 128', '"mlp_dim": 192')
+  (other / "config.json").write_text(text)
+  with pytest.raises(ValueError, match="does not match the model"):
+    generate.load(other)
