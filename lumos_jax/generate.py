@@ -93,9 +93,9 @@ def request(argv_flags, cfg, vocab):
   width = f.width or height
   if not height:
     raise ValueError("--height and --width (latent rows/columns) are required for this run")
-  given = read_image_codes(f.image, cfg, height, width) if f.mode == "i2v" else None
   if f.mode == "i2v" and not f.image:
     raise ValueError("--mode=i2v needs --image")
+  given = read_image_codes(f.image, cfg, height, width) if f.mode == "i2v" else None
   n_given = 0 if given is None else len(given)
   total = 1 if f.mode == "t2i" else (f.frames or cfg.data.max_frames)
   frames = total - n_given

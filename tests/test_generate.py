@@ -61,6 +61,8 @@ def test_requests_are_checked_before_compiling(workdir, tmp_path):
     generate.request(_flags(mode="v2v"), cfg, vocab)
   with pytest.raises(ValueError, match="data.max_frames=2"):
     generate.request(_flags(frames=5), cfg, vocab)
+  with pytest.raises(ValueError, match="--mode=i2v needs --image"):
+    generate.request(_flags(mode="i2v"), cfg, vocab)
   bad = tmp_path / "bad.npy"
   np.save(bad, np.zeros((4, 4), np.int32))
   with pytest.raises(ValueError, match="expected codes of 8x8"):
