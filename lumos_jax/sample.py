@@ -23,6 +23,7 @@ Temperature schedules (`temperature_schedule`):
 reference the KV-cache path is tested against.
 """
 import dataclasses
+import functools
 import time
 
 import jax
@@ -171,6 +172,48 @@ def decode_frame(logits_fn, operands, cur, key, tau, *, sc: SampleConfig, code_s
   return cur, tau
 
 
+def _visual_logits(model, hidden):
+  """float32 [B, n, visual_size] logits of the visual ids only."""
+  return jnp.einsum("bld,dv->blv", hidden, model.head_visual[...].astype(hidden.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+# Module-level jitted pieces with hashable static arguments, so compilations are reused across
+# `generate` calls: one per (model, request shape), not one per call.
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefill(params, cache, ids, positions, k_start, k_end, *, graphdef):
+  return nnx.merge(graphdef, params).extend(cache, ids, positions, k_start, k_end)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "static"))
+def _cached_frame(params, cache, cur, pos, ks, ke, key, tau, *, graphdef, static):
+  """Decodes one frame against the cache, then writes it (history-masked) into the cache."""
+  kw, history_slot = dict(static[0]), np.array(static[1])
+
+  def logits_fn(operands, c):
+    params, cache = operands
+    m = nnx.merge(graphdef, params)
+    return _visual_logits(m, m.extend(cache, c, pos, ks, ke, write=False)[0])
+
+  done, tau = decode_frame(logits_fn, (params, cache), cur, key, tau, **kw)
+  _, cache = nnx.merge(graphdef, params).extend(
+      cache, jnp.where(history_slot, kw["mask_id"], done), pos, ks, ke)
+  return done, cache, tau
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "static", "b0"))
+def _full_frame(params, ids, positions, k_start, k_end, key, tau, *, graphdef, static, b0):
+  """Reference: decodes the frame at [b0, end) recomputing the whole sequence every step."""
+  kw = dict(static[0])
+
+  def logits_fn(params, c):
+    m = nnx.merge(graphdef, params)
+    hidden = m(jnp.concatenate([ids[:, :b0], c], axis=1), positions, k_start, k_end)
+    return _visual_logits(m, hidden[:, b0:])
+
+  return decode_frame(logits_fn, params, ids[:, b0:], key, tau, **kw)
+
+
 class Sampler:
   """Generation with a trained decoder. `generate` returns int codes [given + frames, H, W]."""
 
@@ -178,95 +221,53 @@ class Sampler:
     self.graphdef, self.params = nnx.split(model)
     self.cfg, self.vocab, self.strides = model.cfg, vocab, strides
 
-  def _model(self, params):
-    return nnx.merge(self.graphdef, params)
-
-  def _visual_logits(self, model, hidden):
-    return jnp.einsum("bld,dv->blv", hidden, model.head_visual[...].astype(hidden.dtype),
-                      preferred_element_type=jnp.float32)
-
   def generate(self, text_ids, sc: SampleConfig, seed: int = 0, given=None, cached: bool = True,
                progress: bool = False):
     v = self.vocab
     p = plan(v, text_ids, sc, given, self.strides)
-    positions = rope.rope_positions(p.positions, p.index, self.cfg.rope_variant)
-    arrays = tuple(jnp.asarray(x) for x in (p.ids, positions, p.k_start, p.k_end))
+    positions = jnp.asarray(rope.rope_positions(p.positions, p.index, self.cfg.rope_variant))
+    k_start, k_end = jnp.asarray(p.k_start), jnp.asarray(p.k_end)
     n_given = 0 if given is None else len(given)
     ids = np.array(p.ids)
     first = p.prefix - n_given * p.block  # given frames start here
     for f in range(n_given):  # given frames enter the model history-masked, as in training
       b0 = first + f * p.block
       ids[:, b0:b0 + p.block] = np.where(p.history_slot, v.mask, ids[:, b0:b0 + p.block])
-    kw = dict(sc=sc, code_slot=p.code_slot, mask_id=v.mask, visual_offset=v.visual_offset)
+    decode_kw = (("sc", sc), ("code_slot", tuple(p.code_slot.tolist())), ("mask_id", v.mask),
+                 ("visual_offset", v.visual_offset))
+    static = (decode_kw, tuple(p.history_slot.tolist()))
+    key, tau, ids = jax.random.key(seed), jnp.float32(sc.temperature), jnp.asarray(ids)
     if cached:
-      frames = self._decode_cached(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed), progress)
-    else:
-      frames = self._decode_full(jnp.asarray(ids), arrays, p, kw, jax.random.key(seed))
-    codes = np.asarray(frames)[:, 3:-1].reshape(sc.frames, sc.height, sc.width + 1)[..., :-1]
-    codes = codes - v.visual_offset
-    if given is not None:
-      codes = np.concatenate([np.asarray(given), codes])
-    return codes
-
-  def _decode_cached(self, ids, arrays, p: Plan, kw, key, progress: bool = False):
-    _, positions, k_start, k_end = arrays
-    model = self._model(self.params)
-    cache = model.init_cache(2, ids.shape[1])
-    prefill = jax.jit(lambda params, cache, x: self._model(params).extend(
-        cache, x, positions[:, :p.prefix], k_start[:, :p.prefix], k_end[:, :p.prefix])[1])
-    cache = prefill(self.params, cache, ids[:, :p.prefix])
-
-    @jax.jit
-    def frame(params, cache, cur, pos, ks, ke, key, tau):
-      def logits_fn(operands, c):
-        params, cache = operands
-        m = self._model(params)
-        return self._visual_logits(m, m.extend(cache, c, pos, ks, ke, write=False)[0])
-      done, tau = decode_frame(logits_fn, (params, cache), cur, key, tau, **kw)
-      hidden_mask = jnp.asarray(p.history_slot)
-      m = self._model(params)
-      _, cache = m.extend(cache, jnp.where(hidden_mask, kw["mask_id"], done), pos, ks, ke)
-      return done, cache, tau
-
-    out, tau, n = [], jnp.float32(kw["sc"].temperature), kw["sc"].frames
-    t0 = time.perf_counter()
-    for f in range(n):
+      cache = nnx.merge(self.graphdef, self.params).init_cache(2, ids.shape[1])
+      pre = slice(0, p.prefix)
+      cache = _prefill(self.params, cache, ids[:, pre], positions[:, pre], k_start[:, pre],
+                       k_end[:, pre], graphdef=self.graphdef)
+    out, t0 = [], time.perf_counter()
+    for f in range(sc.frames):
       b0 = p.prefix + f * p.block
       sl = slice(b0, b0 + p.block)
       key, k = jax.random.split(key)
-      done, cache, tau = frame(self.params, cache, ids[:, sl], positions[:, sl], k_start[:, sl],
-                               k_end[:, sl], k, tau)
+      if cached:
+        done, cache, tau = _cached_frame(self.params, cache, ids[:, sl], positions[:, sl],
+                                         k_start[:, sl], k_end[:, sl], k, tau,
+                                         graphdef=self.graphdef, static=static)
+      else:
+        upto = slice(0, sl.stop)
+        done, tau = _full_frame(self.params, ids[:, upto], positions[:, upto], k_start[:, upto],
+                                k_end[:, upto], k, tau, graphdef=self.graphdef, static=static,
+                                b0=b0)
+        ids = ids.at[:, sl].set(jnp.where(np.array(p.history_slot), v.mask, done))
       out.append(done[0])
       if progress:
         jax.block_until_ready(done)
         per = (time.perf_counter() - t0) / (f + 1)
-        print(f"frame {f + 1}/{n} ({kw['sc'].steps} steps), {per:.2f} s/frame "
-              f"(the first includes compilation), ETA {per * (n - f - 1):.0f} s", flush=True)
-    return jnp.stack(out)
-
-  def _decode_full(self, ids, arrays, p: Plan, kw, key):
-    """Reference: every step recomputes the whole sequence up to the current frame."""
-    _, positions, k_start, k_end = arrays
-    out, tau = [], jnp.float32(kw["sc"].temperature)
-    history = jnp.asarray(p.history_slot)
-    for f in range(kw["sc"].frames):
-      b0 = p.prefix + f * p.block
-      b1 = b0 + p.block
-
-      @jax.jit
-      def frame(params, ids, cur, key, tau, b0=b0, b1=b1):
-        def logits_fn(params, c):
-          m = self._model(params)
-          full = jnp.concatenate([ids[:, :b0], c], axis=1)
-          hidden = m(full, positions[:, :b1], k_start[:, :b1], k_end[:, :b1])
-          return self._visual_logits(m, hidden[:, b0:b1])
-        return decode_frame(logits_fn, params, cur, key, tau, **kw)
-
-      key, k = jax.random.split(key)
-      done, tau = frame(self.params, ids, ids[:, b0:b1], k, tau)
-      out.append(done[0])
-      ids = ids.at[:, b0:b1].set(jnp.where(history, kw["mask_id"], done))
-    return jnp.stack(out)
+        print(f"frame {f + 1}/{sc.frames} ({sc.steps} steps), {per:.2f} s/frame, "
+              f"ETA {per * (sc.frames - f - 1):.0f} s", flush=True)
+    codes = np.asarray(jnp.stack(out))[:, 3:-1].reshape(sc.frames, sc.height, sc.width + 1)
+    codes = codes[..., :-1] - v.visual_offset
+    if given is not None:
+      codes = np.concatenate([np.asarray(given), codes])
+    return codes
 
 
 if __name__ == "__main__":
