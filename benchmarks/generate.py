@@ -12,7 +12,7 @@ import time
 
 from flax import nnx
 
-from lumos_jax import config, sample, tokens
+from lumos_jax import config, sample
 from lumos_jax.model import Decoder
 
 

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 from absl import flags
 
 from lumos_jax import tokens

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import VOCAB, random_packed_batch, random_sample
+from helpers import VOCAB, random_packed_batch
 from lumos_jax import config, loss, sharding, tokens
-from lumos_jax.model import Decoder, ModelConfig
+from lumos_jax.model import Decoder
 
 TINY = config.model_config(config.load("tiny"))
 

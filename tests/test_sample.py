@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from helpers import VOCAB
-from lumos_jax import config, sample, tokens
+from lumos_jax import config, sample
 from lumos_jax.model import Decoder
 
 # A larger init than training uses makes the logits depend strongly on the context, so a wrong

@@ -1,6 +1,5 @@
 """Training: config validation, the step (NaN skip, accumulation), resume after kill -9 / SIGTERM
 (bitwise on CPU), 2 processes x 4 devices = 1 x 8, and restoring on another device count."""
-import dataclasses
 import json
 import os
 import pathlib
@@ -10,12 +9,10 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lumos_jax import config, optim, step as step_lib, train
-from lumos_jax.data import pipeline
 from helpers import VOCAB, random_packed_batch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,10 +27,17 @@ def _run_cmd(workdir, *overrides, devices=8):
   return cmd, env
 
 
-def _losses(workdir) -> dict:
-  """step -> loss from metrics.jsonl; a step logged again after a restart overrides the first."""
+def _losses(workdir, *, running: bool = False) -> dict:
+  """step -> loss from metrics.jsonl; a step logged again after a restart overrides the first.
+
+  `running`: the writer may be mid-line, so an unfinished last line is ignored.
+  """
+  text = (pathlib.Path(workdir) / "metrics.jsonl").read_text()
+  lines = text.splitlines()
+  if running and not text.endswith("\n"):
+    lines = lines[:-1]
   out = {}
-  for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+  for line in lines:
     row = json.loads(line)
     if "loss" in row:
       out[row["step"]] = row["loss"]
@@ -58,7 +62,8 @@ def _interrupt_and_resume(tmp_path, reference, send, *overrides):
   target = int(np.random.default_rng().integers(15, 30))  # a random step after the step-10 save
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
-    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir), default=0) >= target:
+    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir, running=True),
+                                                     default=0) >= target:
       break
     time.sleep(0.02)
   assert proc.poll() is None, "the run finished before it could be interrupted"
@@ -125,7 +130,6 @@ def _step_setup(accum=1):
   fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=accum, graphdef=graphdef,
                                                  model_cfg=model_cfg, loss_chunk=64))
   ids, lay = random_packed_batch(np.random.default_rng(0), 4, 96)
-  from lumos_jax import masking, tokens
   weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
   batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
            **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
