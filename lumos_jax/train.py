@@ -97,7 +97,8 @@ def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig
       seq_len=d.seq_len, batch_size=d.batch_size // jax.process_count(), seed=cfg.seed,
       max_frames=d.max_frames, mask=masking.MaskConfig(**d.mask),
       cfg_drop=0.0 if eval_split else d.cfg_drop, num_epochs=1 if eval_split else None,
-      workers=0 if eval_split else d.workers, strides=tuple(d.strides))
+      workers=0 if eval_split else d.workers, strides=tuple(d.strides),
+      max_lookahead=cfg.model.max_lookahead)
 
 
 def flops_per_token(model_cfg, seq_len: int) -> float:

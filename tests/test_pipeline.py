@@ -193,3 +193,15 @@ def test_sources_mix_by_weight():
                            process_count=1))
   picks = [tuple(b["targets"][0][b["valid"][0]]) in image_set for b in _take(it, 400)]
   assert abs(np.mean(picks) - 0.25) < 0.05
+
+
+def test_frames_beyond_the_attention_lookahead_are_refused(caplog):
+  records = _records(20)
+  cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0, num_epochs=1,
+                                max_lookahead=10)
+  with caplog.at_level(logging.WARNING):
+    out = list(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
+  long_frames = [r for r in records
+                 if tokens.parse(np.array(r["tokens"]), VOCAB).max_lookahead > 10]
+  assert long_frames and len(out) == len(records) - len(long_frames)
+  assert any("model.max_lookahead=10" in r.getMessage() for r in caplog.records)

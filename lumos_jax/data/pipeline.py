@@ -30,7 +30,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from lumos_jax import masking, tokens
+from lumos_jax import attention, masking, tokens
 
 FIELDS = ("inputs", "targets", "weights", "positions", "index", "k_start", "k_end", "frame", "valid")
 
@@ -47,6 +47,7 @@ class PipelineConfig:
   workers: int = 0  # grain worker processes (0: in this process)
   max_record_tokens: int = 1_000_000  # refuse larger records before parsing them
   strides: tuple[int, int, int] = tokens.LUMOS_STRIDES
+  max_lookahead: int | None = None  # refuse frames longer than the model's attention reaches
 
 
 def _record_tokens(record) -> tuple[object, object]:
@@ -99,6 +100,8 @@ class MakeExample(grain.transforms.RandomMap):
     if cfg.max_frames:
       ids = tokens.cut_frames(ids, layout, cfg.max_frames, vocab)
       layout = tokens.parse(ids, vocab, cfg.strides)
+    if cfg.max_lookahead is not None:
+      attention.check_lookahead(layout.max_lookahead, cfg.max_lookahead)
     masked = masking.ardf_mask(ids, layout, rng, cfg.mask, vocab)
     if rng.random() < cfg.cfg_drop:
       start = len(ids) - len(tokens.video_suffix(ids, vocab))
