@@ -1,49 +1,146 @@
-"""Generation time per frame, KV-cached vs full recomputation, for the demo config on this machine.
+"""Generation time per frame, KV-cached vs full recomputation, with the FLOP-bound time beside it.
 
-Run: python benchmarks/generate.py [--workdir=/tmp/lumos_demo] [--steps 16] [--frames 8]
+  python benchmarks/generate.py [--workdir=/tmp/lumos_demo]       # demo config, CPU
+  python benchmarks/generate.py --model=1b                         # 1B-shaped random model, GPU
 
-With --workdir the trained run's parameters are used, else a random demo-shaped model (the timing
-does not depend on the weights). Each path runs once to compile and once timed (compilations are reused across calls); the table gives
-seconds per frame and the speed-up. (The GPU measurement of a 1B model at 256p is not done yet.)
+`--model=demo` (default): 8 frames of 8x8 latents, 16 steps, CFG 3; with --workdir the trained
+run's parameters are used, else a random demo-shaped model (timing does not depend on weights).
+`--model=1b`: configs/lumos_1b.py's decoder with random weights at 256p (32x56 latents, 1,828
+tokens per frame block), 7 latent frames, 50 steps, CFG 15, an 80-token prompt.
+
+Each path runs once to compile (blocking after every frame, with XLA's compile time summed from
+jax.monitoring events, so run time = wall - compile) and, unless --single_pass, once more timed
+(compilations are reused across calls); the table uses the second pass, or with --single_pass the
+first pass's wall - compile (on the GPU the 1B full-recomputation path compiles one program per
+frame, ~5 min, and a second pass would not fit a 10-minute device call). FLOP-bound
+time = useful FLOPs / the rate of a large matmul measured in the same run, in the model's compute
+dtype (--peak_tflops overrides). Useful FLOPs per decoding step: the forward of both CFG rows'
+frame tokens through every layer (matmul weights + attention over the keys each query may see +
+the visual head); the full-recomputation path also recomputes every earlier token at every step.
 """
 import argparse
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from lumos_jax import config, sample
+from lumos_jax import config, sample, tokens
 from lumos_jax.model import Decoder
+
+SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
+    "demo": ("demo", 8, 8, 8, 16, 3.0),
+    "1b": ("lumos_1b", 32, 56, 7, 50, 15.0),
+}
+
+
+def forward_flops(mc, queries: int, keys: float) -> float:
+  """Forward FLOPs of `queries` tokens that each attend `keys` keys on average, incl. visual head."""
+  layer = mc.d_model * mc.head_dim * (2 * mc.n_heads + 2 * mc.n_kv_heads) + 3 * mc.d_model * mc.mlp_dim
+  head = mc.d_model * (mc.vocab_size - mc.visual_offset)
+  return queries * (2 * (mc.n_layers * layer + head) + 4 * mc.n_layers * mc.n_heads * mc.head_dim * keys)
+
+
+def useful_flops_per_frame(mc, prefix: int, block: int, frame: int, steps: int, cached: bool):
+  """Useful FLOPs of decoding frame `frame` (0-based) for both CFG rows (cond length counted)."""
+  end = prefix + (frame + 1) * block
+  own = steps * forward_flops(mc, 2 * block, end - block / 2)  # block-causal: own block + history
+  if cached:
+    return own + forward_flops(mc, 2 * block, end - block / 2)  # the history-masked cache write
+  return own + steps * forward_flops(mc, 2 * (end - block), (end - block) / 2)  # recomputed prefix
+
+
+class CompileClock:
+  """Seconds XLA spent tracing, lowering and compiling since the last `take()`."""
+
+  def __init__(self):
+    self.seconds = 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def _on_event(self, name, duration, **kwargs):
+    if name.startswith("/jax/core/compile/"):
+      self.seconds += duration
+
+  def take(self) -> float:
+    s, self.seconds = self.seconds, 0.0
+    return s
+
+
+def matmul_tflops(dtype, n: int = 8192 if jax.default_backend() == "gpu" else 2048) -> float:
+  """Measured rate of an n x n x n matmul in `dtype` (TFLOP/s), best of 5 after a warm-up."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(5):
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n ** 3 / best / 1e12
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default="")
-  parser.add_argument("--steps", type=int, default=16)
-  parser.add_argument("--frames", type=int, default=8)
+  parser.add_argument("--model", default="demo", choices=sorted(SHAPES))
+  parser.add_argument("--workdir", default="", help="trained run (demo only)")
+  parser.add_argument("--steps", type=int, default=0, help="0: the model's default")
+  parser.add_argument("--frames", type=int, default=0, help="0: the model's default")
+  parser.add_argument("--single_pass", action="store_true",
+                      help="time the first pass (wall - compile) instead of a second pass")
+  parser.add_argument("--peak_tflops", type=float, default=0.0, help="0: measure a matmul")
   args = parser.parse_args(argv)
+  name, height, width, frames, steps, cfg_scale = SHAPES[args.model]
+  frames, steps = args.frames or frames, args.steps or steps
   if args.workdir:
     from lumos_jax import generate
     sampler, cfg, vocab = generate.load(args.workdir)
   else:
-    cfg = config.load("demo")
+    cfg = config.load(name)
     vocab = config.vocab(cfg)
-    sampler = sample.Sampler(Decoder(config.model_config(cfg), rngs=nnx.Rngs(0)), vocab,
-                             strides=tuple(cfg.data.strides))
-  sc = sample.SampleConfig(frames=args.frames, height=8, width=8, fps=4, duration=2,
-                           steps=args.steps, cfg_scale=3.0, code_limit=121)
-  text = vocab.encode_text("a red circle moves left")
-  seconds = {}
-  for name, cached in (("KV cache", True), ("full recomputation", False)):
-    sampler.generate(text, sc, cached=cached)  # compiles (reused by the timed call)
     t0 = time.perf_counter()
-    sampler.generate(text, sc, cached=cached)
-    seconds[name] = (time.perf_counter() - t0) / sc.frames
-  print(f"\n## Generation, demo config, {sc.frames} frames of 8x8 latents, {sc.steps} steps, CFG")
-  print("| path | s/frame |")
-  print("|---|---|")
-  for name, s in seconds.items():
-    print(f"| {name} | {s:.3f} |")
+    model = Decoder(config.model_config(cfg), rngs=nnx.Rngs(0))
+    sampler = sample.Sampler(model, vocab, strides=tuple(cfg.data.get("strides", tokens.LUMOS_STRIDES)))
+    print(f"random {args.model} model built in {time.perf_counter() - t0:.1f} s", flush=True)
+  mc = sampler.cfg
+  sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,
+                           steps=steps, cfg_scale=cfg_scale,
+                           code_limit=121 if args.model == "demo" else 0)
+  text = (vocab.encode_text("a red circle moves left") if vocab.byte_text_offset is not None
+          else np.arange(1000, 1080))  # any 80 text ids: timing does not depend on them
+  p = sample.plan(vocab, text, sc, strides=sampler.strides)
+  print(f"{jax.devices()[0].device_kind}: {frames} frames of {height}x{width} latents "
+        f"({p.block} tokens per block, {p.prefix + frames * p.block} in all), {steps} steps",
+        flush=True)
+  seconds, flops, clock = {}, {}, CompileClock()
+  for label, cached in (("KV cache", True), ("full recomputation", False)):
+    clock.take()
+    t0 = time.perf_counter()
+    sampler.generate(text, sc, cached=cached, progress=True)  # blocks per frame: no overlap
+    wall = time.perf_counter() - t0
+    compile_s = clock.take()
+    seconds[label] = (wall - compile_s) / frames
+    print(f"{label}: first pass {wall:.1f} s, of which compiling {compile_s:.1f} s: "
+          f"{seconds[label]:.3f} s/frame", flush=True)
+    if not args.single_pass:
+      t0 = time.perf_counter()
+      sampler.generate(text, sc, cached=cached)
+      seconds[label] = (time.perf_counter() - t0) / frames
+      print(f"{label}: second pass {seconds[label]:.3f} s/frame", flush=True)
+    flops[label] = np.mean([useful_flops_per_frame(mc, p.prefix, p.block, f, steps, cached)
+                            for f in range(frames)])
+  peak = args.peak_tflops or matmul_tflops(jnp.dtype(mc.dtype))
+  print(f"\n## Generation, {args.model} model, {frames} frames of {height}x{width} latents, "
+        f"{steps} steps, CFG {cfg_scale}, {jax.devices()[0].device_kind}")
+  print(f"FLOP bound at {peak:.2f} TFLOP/s ({'given' if args.peak_tflops else 'measured'} "
+        f"{jnp.dtype(mc.dtype).name} matmul)")
+  print(f"timing: {'first pass, wall - compile' if args.single_pass else 'second pass'}")
+  print("| path | s/frame | useful GFLOP/frame | FLOP-bound s/frame | achieved TFLOP/s |")
+  print("|---|---|---|---|---|")
+  for label, s in seconds.items():
+    tf = flops[label] / 1e12
+    print(f"| {label} | {s:.3f} | {tf * 1e3:,.1f} | {tf / peak:.4f} | {tf / s:.2f} |")
   print(f"speed-up of the cache: {seconds['full recomputation'] / seconds['KV cache']:.2f}x")
   return 0
 
