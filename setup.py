@@ -13,7 +13,8 @@ setuptools.setup(
     install_requires=[
         "jax>=0.10.2", "flax>=0.12.8", "optax>=0.2.8", "orbax-checkpoint>=0.12.8",
         "grain>=0.2.18", "ml-collections>=1.1.0", "einops>=0.8.2", "numpy>=2.4",
-        "absl-py>=2.5.1", "array-record", "msgpack", "pyyaml", "imageio>=2.38", "pillow",
+        "absl-py>=2.5.1", "array-record", "msgpack", "pyyaml", "imageio>=2.38", "imageio-ffmpeg",
+        "pillow",
     ],
     extras_require={"test": ["pytest>=9.2.0"]},
 )

@@ -4,7 +4,7 @@
       --mode=t2v --frames=8 --steps=16 --cfg=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
 
 Writes the codes as `.npy` always and, for runs on the embedded synthetic dataset, the decoded
-frames as a GIF with the prompt as caption. Requests are checked before anything compiles.
+frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever its suffix). Requests are checked before anything compiles.
 
 Python API (notebooks):
   sampler, cfg, vocab = generate.load("/tmp/lumos_demo")
@@ -117,17 +117,19 @@ def request(argv_flags, cfg, vocab):
 
 
 def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
-  """codes.npy always; a GIF of the decoded frames for synthetic runs. Returns the paths."""
+  """OUT.npy (codes) always; for synthetic runs also OUT.gif and OUT.mp4 of the decoded frames
+  with the caption (OUT is --out without its suffix). Returns the paths written."""
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   npy = out.with_suffix(".npy")
   np.save(npy, codes)
   paths = [npy]
-  if cfg.data.kind == "synthetic" and out.suffix == ".gif":
+  if cfg.data.kind == "synthetic":
     from lumos_jax.data import synthetic_gif
     frames = _synthetic_tokenizer(cfg).decode(codes)
-    synthetic_gif.write_captioned(out, frames, caption, fps=fps)
-    paths.append(out)
+    for suffix in (".gif", ".mp4"):
+      synthetic_gif.write_captioned(out.with_suffix(suffix), frames, caption, fps=fps)
+      paths.append(out.with_suffix(suffix))
   return paths
 
 
@@ -162,7 +164,8 @@ def define_flags():
   flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)")
   flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)")
   flags.DEFINE_integer("seed", 0, "sampling seed")
-  flags.DEFINE_string("out", "sample.gif", "output path (.gif for a video, codes go to .npy)")
+  flags.DEFINE_string("out", "sample.gif", "output path: codes go to OUT.npy, synthetic runs' "
+                      "videos to OUT.gif and OUT.mp4")
   flags.mark_flag_as_required("workdir")
 
 

@@ -1,4 +1,5 @@
 """The generation command line on a (briefly) trained tiny run: outputs and request checks."""
+import json
 import os
 import pathlib
 import subprocess
@@ -31,7 +32,7 @@ def _flags(**kw):
   return types.SimpleNamespace(**{**base, **kw})
 
 
-def test_sample_command_writes_codes_and_gif(workdir, tmp_path):
+def test_sample_command_writes_codes_gif_and_mp4(workdir, tmp_path):
   out = tmp_path / "video.gif"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   run = subprocess.run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={workdir}",
@@ -43,6 +44,10 @@ def test_sample_command_writes_codes_and_gif(workdir, tmp_path):
   assert codes.shape == (2, 8, 8) and codes.min() >= 0 and codes.max() < 512
   frames = iio.imread(out)
   assert frames.shape[0] == 2 and frames.shape[1] == 32 * 4  # 8 latents x 4 px, shown 4x
+  mp4 = iio.imread(tmp_path / "video.mp4")  # padded to multiples of 16 px for H.264
+  assert mp4.shape[:3] == (2, 128, 336) and frames.shape[2] == 328
+  video = frames[..., :3].astype(int)[:, :, :128]
+  assert np.abs(mp4[:, :, :128].astype(int) - video).mean() < 12  # lossy, but the same picture
   i2v = subprocess.run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={workdir}",
                         "--mode=i2v", f"--image={tmp_path / 'video.npy'}", "--steps=2",
                         f"--out={tmp_path / 'i2v.npy'}"], env=env, cwd=REPO, check=False,
@@ -81,3 +86,24 @@ def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
   (other / "config.json").write_text(text)
   with pytest.raises(ValueError, match="does not match the model"):
     generate.load(other)
+
+
+def test_evaluate_command(workdir, tmp_path, capsys):
+  from lumos_jax import evaluate
+  out = tmp_path / "eval"
+  assert evaluate.main([f"--workdir={workdir}", "--n=3", "--steps=2", f"--out={out}",
+                        "--json"]) == 0
+  scores = json.loads(capsys.readouterr().out)
+  for key in ("shape_acc", "color_acc", "direction_acc"):
+    assert 0 <= scores[key] <= 1 and key in scores["chance"] and key in scores["shuffled"]
+    assert scores["dataset"][key] == 1.0  # the scorer on the eval videos themselves
+  assert scores["chance"] == {"shape_acc": 0.25, "color_acc": 0.125, "direction_acc": 0.25}
+  assert scores["settings"]["n"] == 3 and scores["settings"]["frames"] == 2
+  saved = json.loads((out / "scores.json").read_text())
+  assert len(saved["per_video"]) == 3 and saved["shape_acc"] == scores["shape_acc"]
+  sheet = iio.imread(out / "contact_sheet.png")
+  assert sheet.shape[0] == 3 * (32 * 3 + 2)  # one row per video
+  assert iio.imread(out / "samples.gif").shape[0] == iio.imread(out / "samples.mp4").shape[0] == 2
+  assert np.load(out / "videos" / "002.npy").shape == (2, 8, 8)
+  with pytest.raises(ValueError, match="synthetic_eval_count=8"):
+    evaluate.main([f"--workdir={workdir}", "--n=9"])

@@ -32,9 +32,26 @@ def captioned(video: np.ndarray, caption: str, scale: int = 4) -> np.ndarray:
   return np.concatenate([video, label], axis=2)
 
 
+def write_video(path, frames: np.ndarray, fps: int):
+  """Writes uint8 [T, H, W, 3] frames as a looping GIF or an H.264 MP4, by the path's suffix.
+
+  MP4 frames are padded (white, right and bottom) to multiples of 16 pixels, which H.264's
+  yuv420p needs; the ffmpeg binary comes with the imageio-ffmpeg package.
+  """
+  suffix = str(path).rsplit(".", 1)[-1].lower()
+  if suffix == "gif":
+    iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
+  elif suffix == "mp4":
+    _, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0)), constant_values=255)
+    iio.imwrite(path, frames, extension=".mp4", fps=fps, codec="libx264")
+  else:
+    raise ValueError(f"{path}: write videos as .gif or .mp4")
+
+
 def write_captioned(path, video: np.ndarray, caption: str, fps: int, scale: int = 4):
-  """Writes uint8 [T, H, W, 3] frames as a looping GIF with the caption beside them."""
-  iio.imwrite(path, captioned(video, caption, scale), extension=".gif", duration=1000 / fps, loop=0)
+  """Writes uint8 [T, H, W, 3] frames as a GIF or MP4 (by suffix) with the caption beside them."""
+  write_video(path, captioned(video, caption, scale), fps)
 
 
 def sheet(seed: int, count: int, scale: int,

@@ -1,0 +1,182 @@
+"""Scores a video against a synthetic caption ("a red circle moves left"): what `evaluate` reports.
+
+Works on the *cell grid* (cells of `patch_px // 2` pixels, the finest detail the patch tokenizer
+keeps). Per frame (`detect`): the dominant non-background colour, its largest 4-connected component
+("the object"), the shape whose template best overlaps that component (IoU over every template
+size and position that fits its bounding box), and the component's bounding-box centre in pixels.
+
+Per video (`score`):
+  shape_acc, color_acc   fraction of frames whose detected shape / colour is the caption's (a frame
+                         with nothing drawn counts as wrong)
+  direction_acc          1 if the least-squares velocity of the object centre points the caption's
+                         way (largest axis, sign, at least `MIN_SPEED` px/frame), else 0
+  trajectory_error_px    RMS distance of the centres from the best straight, constant-velocity
+                         path along the caption's axis (residual of the along-axis linear fit and
+                         the cross-axis drift); NaN with fewer than 3 detections
+  temporal_consistency   fraction of consecutive frame pairs with the same colour and shape and
+                         object areas within a factor `AREA_RATIO`
+The dataset's own videos score 1, 1, 1, <= 0.5 px, 1 (tests/test_evaluate.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from lumos_jax.data import synthetic
+
+MIN_SPEED = 0.25  # px/frame below which a video counts as not moving
+AREA_RATIO = 1.5
+COLOUR_NAMES = tuple(synthetic.COLOURS)
+
+
+@dataclasses.dataclass
+class Detection:
+  """What one frame shows. colour/shape None and centre NaN when nothing is drawn."""
+  colour: str | None
+  shape: str | None
+  shape_iou: float
+  centre: np.ndarray  # float [2] (y, x) in pixels
+  area: int  # cells in the object
+
+
+def to_cells(video: np.ndarray, cfg: synthetic.SyntheticConfig) -> np.ndarray:
+  """uint8 [T, H, W, 3] frames -> int [T, H / cell, W / cell] palette index of each cell's mean."""
+  c = cfg.cell_px
+  t, h, w, _ = video.shape
+  mean = video.reshape(t, h // c, c, w // c, c, 3).mean(axis=(2, 4))
+  return ((mean[..., None, :] - synthetic.PALETTE.astype(np.float64)) ** 2).sum(-1).argmin(-1)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+  """bool [n, m] largest 4-connected component of a bool [n, m] mask (empty mask -> empty)."""
+  labels = np.zeros(mask.shape, np.int32)
+  best, best_size, n = 0, 0, 0
+  for start in zip(*np.nonzero(mask)):
+    if labels[start]:
+      continue
+    n += 1
+    stack, size = [start], 0
+    labels[start] = n
+    while stack:
+      i, j = stack.pop()
+      size += 1
+      for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)):
+        if 0 <= a < mask.shape[0] and 0 <= b < mask.shape[1] and mask[a, b] and not labels[a, b]:
+          labels[a, b] = n
+          stack.append((a, b))
+    if size > best_size:
+      best, best_size = n, size
+  return labels == best if best else np.zeros_like(mask)
+
+
+def _templates(grid: int):
+  """{shape: float [k, grid * grid]} every template (half-width h, centre cell) on a grid x grid,
+  flattened so that overlaps with an object are one matmul."""
+  rows = np.arange(grid)
+  out = {}
+  for shape in synthetic.SHAPES:
+    masks = []
+    for h in range(0, grid // 2):
+      for ci in range(h, grid - h):
+        for cj in range(h, grid - h):
+          masks.append(synthetic._inside(shape, rows[:, None] - ci, rows[None, :] - cj, h))
+    out[shape] = np.stack(masks).reshape(len(masks), -1).astype(np.float32)
+  return out
+
+
+_TEMPLATE_CACHE: dict[int, dict] = {}
+
+
+def classify_shape(obj: np.ndarray) -> tuple[str, float]:
+  """(best shape, its IoU) for a bool [n, n] object mask, over every template placement."""
+  grid = obj.shape[0]
+  if grid not in _TEMPLATE_CACHE:
+    _TEMPLATE_CACHE[grid] = _templates(grid)
+  templates = _TEMPLATE_CACHE[grid]
+  best = (None, -1.0)
+  flat = obj.reshape(-1).astype(np.float32)
+  for shape, masks in templates.items():
+    inter = masks @ flat
+    iou = float((inter / (masks.sum(1) + flat.sum() - inter)).max())
+    if iou > best[1]:
+      best = (shape, iou)
+  return best
+
+
+def detect(video: np.ndarray, cfg: synthetic.SyntheticConfig) -> list[Detection]:
+  """One `Detection` per frame of uint8 [T, H, W, 3] frames."""
+  out = []
+  for cells in to_cells(np.asarray(video), cfg):
+    counts = np.bincount(cells.ravel(), minlength=len(synthetic.PALETTE))[1:]
+    if not counts.any():
+      out.append(Detection(None, None, 0.0, np.full(2, np.nan), 0))
+      continue
+    k = int(counts.argmax())
+    obj = largest_component(cells == k + 1)
+    shape, iou = classify_shape(obj)
+    ys, xs = np.nonzero(obj)
+    centre = np.array([ys.min() + ys.max() + 1, xs.min() + xs.max() + 1]) / 2 * cfg.cell_px
+    out.append(Detection(COLOUR_NAMES[k], shape, iou, centre, int(obj.sum())))
+  return out
+
+
+def velocity(centres: np.ndarray) -> np.ndarray:
+  """Least-squares px/frame (vy, vx) of float [T, 2] centres (NaN rows skipped); NaN if < 2."""
+  t = np.flatnonzero(~np.isnan(centres[:, 0]))
+  if len(t) < 2:
+    return np.full(2, np.nan)
+  return np.polyfit(t, centres[t], 1)[0]
+
+
+def direction_of(v: np.ndarray) -> str | None:
+  """"left"/"right"/"up"/"down" of a (vy, vx) velocity; None if not moving or unknown."""
+  if np.isnan(v).any() or np.abs(v).max() < MIN_SPEED:
+    return None
+  axis = int(np.abs(v).argmax())
+  sign = int(np.sign(v[axis]))
+  return next(d for d, step in synthetic.DIRECTIONS.items() if step[axis] == sign)
+
+
+def trajectory_error(centres: np.ndarray, direction: str) -> float:
+  """RMS px distance of centres from the best constant-velocity line along `direction`'s axis."""
+  t = np.flatnonzero(~np.isnan(centres[:, 0]))
+  if len(t) < 3:
+    return math.nan
+  axis = 0 if synthetic.DIRECTIONS[direction][0] else 1
+  along, across = centres[t, axis], centres[t, 1 - axis]
+  fit = np.polyval(np.polyfit(t, along, 1), t)
+  return float(np.sqrt(np.mean((along - fit) ** 2 + (across - across.mean()) ** 2)))
+
+
+def score(video: np.ndarray, caption: str, cfg: synthetic.SyntheticConfig) -> dict:
+  """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring)."""
+  truth = synthetic.parse_caption(caption)
+  dets = detect(video, cfg)
+  centres = np.stack([d.centre for d in dets])
+  same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape)
+          and max(a.area, b.area) <= AREA_RATIO * min(a.area, b.area)
+          for a, b in zip(dets, dets[1:])]
+  return {
+      "shape_acc": float(np.mean([d.shape == truth["shape"] for d in dets])),
+      "color_acc": float(np.mean([d.colour == truth["colour"] for d in dets])),
+      "direction_acc": float(direction_of(velocity(centres)) == truth["direction"]),
+      "trajectory_error_px": trajectory_error(centres, truth["direction"]),
+      "temporal_consistency": float(np.mean(same)) if same else 1.0,
+      "detected": float(np.mean([d.colour is not None for d in dets])),
+  }
+
+
+def chance(cfg: synthetic.SyntheticConfig) -> dict:
+  """Accuracy of uniform guessing over the dataset's shapes, colours and directions."""
+  return {"shape_acc": 1 / len(cfg.shapes), "color_acc": 1 / len(cfg.colours),
+          "direction_acc": 1 / len(cfg.directions)}
+
+
+def mean_scores(rows: list[dict]) -> dict:
+  """Per-key mean over videos (NaN trajectory errors left out; `trajectory_scored` counts them)."""
+  out = {k: float(np.nanmean([r[k] for r in rows])) if any(not math.isnan(r[k]) for r in rows)
+         else math.nan for k in rows[0]}
+  out["trajectory_scored"] = int(sum(not math.isnan(r["trajectory_error_px"]) for r in rows))
+  return out
