@@ -37,10 +37,12 @@ SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
 
 
 def forward_flops(mc, queries: int, keys: float) -> float:
-  """Forward FLOPs of `queries` tokens that each attend `keys` keys on average, incl. visual head."""
-  layer = mc.d_model * mc.head_dim * (2 * mc.n_heads + 2 * mc.n_kv_heads) + 3 * mc.d_model * mc.mlp_dim
+  """Forward FLOPs of `queries` tokens attending `keys` keys each on average, incl. visual head."""
+  qkvo = mc.d_model * mc.head_dim * (2 * mc.n_heads + 2 * mc.n_kv_heads)
+  layer = qkvo + 3 * mc.d_model * mc.mlp_dim
   head = mc.d_model * (mc.vocab_size - mc.visual_offset)
-  return queries * (2 * (mc.n_layers * layer + head) + 4 * mc.n_layers * mc.n_heads * mc.head_dim * keys)
+  attention = 4 * mc.n_layers * mc.n_heads * mc.head_dim * keys  # QK^T and PV
+  return queries * (2 * (mc.n_layers * layer + head) + attention)
 
 
 def useful_flops_per_frame(mc, prefix: int, block: int, frame: int, steps: int, cached: bool):
@@ -101,7 +103,8 @@ def main(argv=None):
     vocab = config.vocab(cfg)
     t0 = time.perf_counter()
     model = Decoder(config.model_config(cfg), rngs=nnx.Rngs(0))
-    sampler = sample.Sampler(model, vocab, strides=tuple(cfg.data.get("strides", tokens.LUMOS_STRIDES)))
+    strides = tuple(cfg.data.get("strides", tokens.LUMOS_STRIDES))
+    sampler = sample.Sampler(model, vocab, strides=strides)
     print(f"random {args.model} model built in {time.perf_counter() - t0:.1f} s", flush=True)
   mc = sampler.cfg
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,

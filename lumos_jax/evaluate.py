@@ -14,8 +14,8 @@ beside the model's row:
   dataset videos    the eval videos themselves (the scorer's ceiling)
 Writes into --out (default WORKDIR/eval): scores.json, contact_sheet.png (one row per video, its
 frames left to right, caption and per-video scores beside them), samples.gif and samples.mp4 (the
-first 8 videos, animated) and videos/NNN.gif + .npy codes for each video. `--json` prints the scores as one JSON
-object (keys shape_acc, color_acc, direction_acc, ..., chance, shuffled, dataset, settings).
+first 8 videos, animated) and videos/NNN.gif + .npy codes for each video. `--json` prints the
+scores as one JSON object (keys shape_acc, color_acc, direction_acc, ..., chance, shuffled, dataset, settings).
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   scores["dataset"] = synthetic_score.mean_scores(
       [synthetic_score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
        for s in samples])
-  scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps, cfg=cfg_scale, seed=seed,
+  scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
+                            cfg=cfg_scale, seed=seed,
                             temperature_schedule=temperature_schedule, top_k=top_k,
                             frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]

@@ -4,7 +4,8 @@
       --mode=t2v --frames=8 --steps=16 --cfg=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
 
 Writes the codes as `.npy` always and, for runs on the embedded synthetic dataset, the decoded
-frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever its suffix). Requests are checked before anything compiles.
+frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever its suffix).
+Requests are checked before anything compiles.
 
 Python API (notebooks):
   sampler, cfg, vocab = generate.load("/tmp/lumos_demo")
