@@ -37,6 +37,8 @@ TABLE_KEYS = ("shape_acc", "color_acc", "direction_acc", "trajectory_error_px",
 def eval_samples(cfg, n: int) -> list[synthetic.Sample]:
   """The first n held-out eval samples of a synthetic run (as its trainer generated them)."""
   syn = synthetic.SyntheticConfig(frames=cfg.data.max_frames)
+  if n < 2:
+    raise ValueError(f"--n={n}: need at least 2 videos (the shuffled-caption baseline pairs them)")
   if n > cfg.data.synthetic_eval_count:
     raise ValueError(f"--n={n}: the run's eval split has data.synthetic_eval_count="
                      f"{cfg.data.synthetic_eval_count} videos")
@@ -57,6 +59,15 @@ def contact_sheet(videos, captions, rows, scale: int = 3, label_px: int = 260) -
             f"direction {'ok' if r['direction_acc'] else 'wrong'}")
     draw.text((t * (ws + gap) + 6, y + hs // 2 - 12), text, fill=(0, 0, 0))
   return np.asarray(sheet)
+
+
+def _json_safe(x):
+  """NaN (an unscorable trajectory) -> null, so that the output is strict JSON."""
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_json_safe(v) for v in x]
+  return None if isinstance(x, float) and x != x else x
 
 
 def _row(name: str, s: dict) -> str:
@@ -109,7 +120,7 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
                             temperature_schedule=temperature_schedule, top_k=top_k,
                             frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
-  (out / "scores.json").write_text(json.dumps(scores, indent=1))
+  (out / "scores.json").write_text(json.dumps(_json_safe(scores), indent=1, allow_nan=False))
   Image.fromarray(contact_sheet(videos, captions, rows)).save(out / "contact_sheet.png")
   grid = np.concatenate([synthetic_gif.captioned(v, c) for v, c in zip(videos[:8], captions)], 1)
   for suffix in ("gif", "mp4"):
@@ -144,7 +155,8 @@ def main(argv=None) -> int:
   scores = run(args.workdir, args.n, args.steps, args.cfg, args.seed, args.out,
                args.temperature_schedule, args.top_k, args.step)
   if args.json:
-    print(json.dumps({k: v for k, v in scores.items() if k != "per_video"}))
+    print(json.dumps(_json_safe({k: v for k, v in scores.items() if k != "per_video"}),
+                     allow_nan=False))
   else:
     out = args.out or pathlib.Path(args.workdir) / "eval"
     print(table(scores))

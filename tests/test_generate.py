@@ -107,3 +107,6 @@ def test_evaluate_command(workdir, tmp_path, capsys):
   assert np.load(out / "videos" / "002.npy").shape == (2, 8, 8)
   with pytest.raises(ValueError, match="synthetic_eval_count=8"):
     evaluate.main([f"--workdir={workdir}", "--n=9"])
+  with pytest.raises(ValueError, match="at least 2"):
+    evaluate.main([f"--workdir={workdir}", "--n=1"])
+  assert evaluate._json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
