@@ -114,7 +114,7 @@ class Sample:
   centres: np.ndarray
 
 
-def _inside(shape: str, di: np.ndarray, dj: np.ndarray, h: int) -> np.ndarray:
+def shape_cells(shape: str, di: np.ndarray, dj: np.ndarray, h: int) -> np.ndarray:
   """Cells (row offset di, column offset dj from the centre cell) inside a shape of half-width h.
 
   Every shape's bounding box is exactly [-h, h] x [-h, h], so its centre is the centre cell.
@@ -147,7 +147,7 @@ def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) ->
   centres = np.asarray(start) + np.arange(t)[:, None] * speed * np.asarray(DIRECTIONS[direction])
   cell = np.floor(centres / c).astype(np.int64)  # [T, 2] cell holding each centre
   rows = np.arange(n_cells)
-  inside = _inside(shape, rows[None, :, None] - cell[:, 0, None, None],
+  inside = shape_cells(shape, rows[None, :, None] - cell[:, 0, None, None],
                    rows[None, None, :] - cell[:, 1, None, None], (size - 1) // 2)
   inside = inside.repeat(c, axis=1).repeat(c, axis=2)  # [T, H, W]
   video = np.where(inside[..., None], np.uint8(COLOURS[colour]), PALETTE[0]).astype(np.uint8)

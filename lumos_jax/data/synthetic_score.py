@@ -81,7 +81,7 @@ def _templates(grid: int):
     for h in range(0, grid // 2):
       for ci in range(h, grid - h):
         for cj in range(h, grid - h):
-          masks.append(synthetic._inside(shape, rows[:, None] - ci, rows[None, :] - cj, h))
+          masks.append(synthetic.shape_cells(shape, rows[:, None] - ci, rows[None, :] - cj, h))
     out[shape] = np.stack(masks).reshape(len(masks), -1).astype(np.float32)
   return out
 
