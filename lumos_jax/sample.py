@@ -60,14 +60,6 @@ class SampleConfig:
       raise ValueError(f"frames={self.frames} and steps={self.steps} must be at least 1")
 
 
-def _frame_block(vocab: tokens.Vocab, h: int, w: int, codes=None) -> np.ndarray:
-  """One frame block; all code slots MASK when `codes` is None."""
-  grid = np.full((h, w), vocab.mask) if codes is None else np.asarray(codes) + vocab.visual_offset
-  rows = np.concatenate([grid, np.full((h, 1), vocab.newline)], axis=1).reshape(-1)
-  return np.concatenate([[vocab.image_start, vocab.number(h // vocab.size_unit),
-                          vocab.number(w // vocab.size_unit)], rows, [vocab.image_end]])
-
-
 @dataclasses.dataclass
 class Plan:
   """The host-side layout of one request: template ids and layout arrays for both rows [2, L]."""
@@ -89,11 +81,17 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
   if given.shape[1:] != (sc.height, sc.width):
     raise ValueError(f"given frames are {given.shape[1:]} latents, the request is "
                      f"{sc.height}x{sc.width}")
-  video = [vocab.video_start, vocab.number(sc.duration), vocab.number(sc.fps)]
-  video += [t for f in given for t in _frame_block(vocab, sc.height, sc.width, f)]
-  video += [t for _ in range(sc.frames) for t in _frame_block(vocab, sc.height, sc.width)]
-  cond = np.array([vocab.bos, *map(int, text_ids), vocab.sep, *video], np.int32)
-  uncond = np.array(video, np.int32)
+  block = 4 + sc.height * (sc.width + 1)  # IMAGE_START, 2 size tokens, rows + newlines, IMAGE_END
+  col = np.arange(sc.height * (sc.width + 1)) % (sc.width + 1)
+  code_slot = np.concatenate([[False] * 3, col < sc.width, [False]])
+  frames = np.concatenate([given, np.zeros((sc.frames, sc.height, sc.width), np.int64)])
+
+  def template(text):  # the official layout with the new frames' code slots set to MASK
+    ids = tokens.build(text, frames, sc.fps, sc.duration, vocab=vocab, close=False)
+    ids[len(ids) - sc.frames * block:].reshape(sc.frames, block)[:, code_slot] = vocab.mask
+    return ids
+
+  cond, uncond = template(list(text_ids)), template(None)
   lay_c, lay_u = tokens.parse(cond, vocab, strides), tokens.parse(uncond, vocab, strides)
   pad = len(cond) - len(uncond)
   q = np.arange(pad, dtype=np.int32)
@@ -101,10 +99,8 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
   def row1(x, fill):
     return np.concatenate([fill, x])
 
-  block = 4 + sc.height * (sc.width + 1)
   prefix = len(cond) - sc.frames * block
   pattern = masking.history_pattern(sc.height * (sc.width + 1), sc.history_mask)
-  col = np.arange(sc.height * (sc.width + 1)) % (sc.width + 1)
   pad3 = np.zeros((pad, 3), np.int32)
   return Plan(
       ids=np.stack([cond, row1(uncond, np.zeros(pad, np.int32))]),
@@ -113,7 +109,7 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
       k_start=np.stack([lay_c.k_start, row1(lay_u.k_start + pad, q)]),
       k_end=np.stack([lay_c.k_end, row1(lay_u.k_end + pad, q + 1)]),
       prefix=prefix, block=block,
-      code_slot=np.concatenate([[False] * 3, col < sc.width, [False]]),
+      code_slot=code_slot,
       history_slot=np.concatenate([[False] * 3, pattern, [False]]))
 
 
