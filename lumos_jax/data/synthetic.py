@@ -156,6 +156,15 @@ def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) ->
                 centres=centres.astype(np.float32))
 
 
+def cell_colours(video: np.ndarray, cell_px: int) -> np.ndarray:
+  """uint8 [..., H, W, 3] frames -> int [..., H / cell_px, W / cell_px]: the index of the `PALETTE`
+  colour nearest each cell's mean RGB."""
+  *lead, h, w, _ = video.shape
+  c = cell_px
+  mean = video.reshape(*lead, h // c, c, w // c, c, 3).mean(axis=(-4, -2))  # [..., h/c, w/c, 3]
+  return ((mean[..., None, :] - PALETTE.astype(np.float64)) ** 2).sum(-1).argmin(-1)
+
+
 class PatchTokenizer:
   """Deterministic patch codes: each patch_px patch is 2 x 2 cells of background or one colour.
 
@@ -188,9 +197,7 @@ class PatchTokenizer:
     c, p = self.cfg.cell_px, self.cfg.patch_px
     if h % p or w % p:
       raise ValueError(f"frames {h}x{w} are not a multiple of patch_px={p}")
-    mean = video.reshape(*lead, h // c, c, w // c, c, 3).mean(axis=(-4, -2))  # [..., h/c, w/c, 3]
-    dist = ((mean[..., None, :] - PALETTE.astype(np.float64)) ** 2).sum(-1)
-    cells = dist.argmin(-1)  # [..., h/c, w/c] palette index
+    cells = cell_colours(video, c)  # [..., h/c, w/c] palette index
     cells = cells.reshape(*lead, h // p, 2, w // p, 2).swapaxes(-3, -2)
     cells = cells.reshape(*lead, h // p, w // p, 4)  # the 2 x 2 cells of each patch, row-major
     counts = (cells[..., None] == np.arange(1, len(PALETTE))).sum(-2)  # [..., h/p, w/p, colours]

@@ -41,14 +41,6 @@ class Detection:
   area: int  # cells in the object
 
 
-def to_cells(video: np.ndarray, cfg: synthetic.SyntheticConfig) -> np.ndarray:
-  """uint8 [T, H, W, 3] frames -> int [T, H / cell, W / cell] palette index of each cell's mean."""
-  c = cfg.cell_px
-  t, h, w, _ = video.shape
-  mean = video.reshape(t, h // c, c, w // c, c, 3).mean(axis=(2, 4))
-  return ((mean[..., None, :] - synthetic.PALETTE.astype(np.float64)) ** 2).sum(-1).argmin(-1)
-
-
 def largest_component(mask: np.ndarray) -> np.ndarray:
   """bool [n, m] largest 4-connected component of a bool [n, m] mask (empty mask -> empty)."""
   labels = np.zeros(mask.shape, np.int32)
@@ -108,7 +100,7 @@ def classify_shape(obj: np.ndarray) -> tuple[str, float]:
 def detect(video: np.ndarray, cfg: synthetic.SyntheticConfig) -> list[Detection]:
   """One `Detection` per frame of uint8 [T, H, W, 3] frames."""
   out = []
-  for cells in to_cells(np.asarray(video), cfg):
+  for cells in synthetic.cell_colours(np.asarray(video), cfg.cell_px):
     counts = np.bincount(cells.ravel(), minlength=len(synthetic.PALETTE))[1:]
     if not counts.any():
       out.append(Detection(None, None, 0.0, np.full(2, np.nan), 0))
