@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from lumos_jax import config, sample, tokens
+from lumos_jax.data import synthetic
 from lumos_jax.model import Decoder
 
 SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
@@ -109,7 +110,8 @@ def main(argv=None):
   mc = sampler.cfg
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,
                            steps=steps, cfg_scale=cfg_scale,
-                           code_limit=121 if args.model == "demo" else 0)
+                           code_limit=(synthetic.PatchTokenizer().n_codes if args.model == "demo"
+                                       else 0))
   text = (vocab.encode_text("a red circle moves left") if vocab.byte_text_offset is not None
           else np.arange(1000, 1080))  # any 80 text ids: timing does not depend on them
   p = sample.plan(vocab, text, sc, strides=sampler.strides)

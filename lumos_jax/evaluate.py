@@ -34,9 +34,8 @@ TABLE_KEYS = ("shape_acc", "color_acc", "direction_acc", "trajectory_error_px",
               "temporal_consistency", "detected")
 
 
-def eval_samples(cfg, n: int) -> list[synthetic.Sample]:
+def eval_samples(cfg, n: int, syn: synthetic.SyntheticConfig) -> list[synthetic.Sample]:
   """The first n held-out eval samples of a synthetic run (as its trainer generated them)."""
-  syn = synthetic.SyntheticConfig(frames=cfg.data.max_frames)
   if n < 2:
     raise ValueError(f"--n={n}: need at least 2 videos (the shuffled-caption baseline pairs them)")
   if n > cfg.data.synthetic_eval_count:
@@ -85,12 +84,12 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   if train_cfg.data.kind != "synthetic":
     raise ValueError(f"{workdir} was trained on data.kind={train_cfg.data.kind!r}: evaluate scores "
                      "runs on the embedded synthetic dataset only")
-  samples = eval_samples(train_cfg, n)  # checks before loading or compiling anything
+  tokenizer = generate.synthetic_tokenizer(train_cfg)
+  syn = tokenizer.cfg
+  samples = eval_samples(train_cfg, n, syn)  # checks before loading or compiling anything
   out = pathlib.Path(out or pathlib.Path(workdir) / "eval")
   (out / "videos").mkdir(parents=True, exist_ok=True)
-  sampler, train_cfg, vocab = generate.load(workdir, step)
-  syn = synthetic.SyntheticConfig(frames=train_cfg.data.max_frames)
-  tokenizer = synthetic.PatchTokenizer(syn)
+  sampler, _, vocab = generate.load(workdir, step)
   sc = sample.SampleConfig(frames=syn.frames, height=syn.grid, width=syn.grid, fps=syn.fps,
                            duration=syn.duration, steps=steps, cfg_scale=cfg_scale,
                            temperature_schedule=temperature_schedule, top_k=top_k,

@@ -61,7 +61,8 @@ def load(workdir, step: int | None = None):
   return sample.Sampler(model, vocab, strides=tuple(cfg.data.strides)), cfg, vocab
 
 
-def _synthetic_tokenizer(cfg):
+def synthetic_tokenizer(cfg):
+  """The patch tokenizer (and, as `.cfg`, the video geometry) of a run on the synthetic dataset."""
   from lumos_jax.data import synthetic
   return synthetic.PatchTokenizer(synthetic.SyntheticConfig(frames=cfg.data.max_frames))
 
@@ -75,7 +76,7 @@ def read_image_codes(path: str, cfg, height: int, width: int) -> np.ndarray:
     import imageio.v3 as iio
     pixels = np.asarray(iio.imread(path))[..., :3]
     pixels = pixels[None] if pixels.ndim == 3 else pixels
-    codes = _synthetic_tokenizer(cfg).encode(pixels[:1])
+    codes = synthetic_tokenizer(cfg).encode(pixels[:1])
   else:
     raise ValueError(f"--image={path}: give the conditioning frame as a .npy of visual codes "
                      "(this run has no built-in visual tokenizer)")
@@ -112,7 +113,7 @@ def request(argv_flags, cfg, vocab):
                            cfg_scale=f.cfg, history_mask=f.history_mask,
                            temperature=f.temperature, temperature_schedule=f.temperature_schedule,
                            top_k=f.top_k, top_p=f.top_p,
-                           code_limit=(_synthetic_tokenizer(cfg).n_codes
+                           code_limit=(synthetic_tokenizer(cfg).n_codes
                                        if cfg.data.kind == "synthetic" else 0))
   return vocab.encode_text(f.prompt), sc, given
 
@@ -127,7 +128,7 @@ def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
   paths = [npy]
   if cfg.data.kind == "synthetic":
     from lumos_jax.data import synthetic_gif
-    frames = _synthetic_tokenizer(cfg).decode(codes)
+    frames = synthetic_tokenizer(cfg).decode(codes)
     for suffix in (".gif", ".mp4"):
       synthetic_gif.write_captioned(out.with_suffix(suffix), frames, caption, fps=fps)
       paths.append(out.with_suffix(suffix))
