@@ -15,13 +15,13 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from lumos_jax import attention, config, loss, tokens  # noqa: E402
-from lumos_jax.model import Decoder  # noqa: E402
+from lumos_jax import attention, config, loss, tokens
+from lumos_jax.model import Decoder
 
 
 def _flops(compiled) -> float:

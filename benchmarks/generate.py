@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from lumos_jax import config, sample, tokens
-from lumos_jax.data import synthetic
+from lumos_jax.synthetic import dataset as synthetic
 from lumos_jax.model import Decoder
 
 SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
@@ -97,8 +97,7 @@ def main(argv=None):
   name, height, width, frames, steps, cfg_scale = SHAPES[args.model]
   frames, steps = args.frames or frames, args.steps or steps
   if args.workdir:
-    from lumos_jax import generate
-    sampler, cfg, vocab = generate.load(args.workdir)
+    sampler, cfg, vocab = sample.load(args.workdir)
   else:
     cfg = config.load(name)
     vocab = config.vocab(cfg)

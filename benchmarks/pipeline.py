@@ -21,7 +21,8 @@ import time
 from absl import flags
 
 from lumos_jax import tokens
-from lumos_jax.data import official, pipeline, records, synthetic
+from lumos_jax.data import official, pipeline, records
+from lumos_jax.synthetic import dataset as synthetic
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared/data/lumos_official_samples"
 

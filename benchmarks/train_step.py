@@ -20,12 +20,14 @@ import time
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from lumos_jax import config, sharding, train  # noqa: E402
-from lumos_jax.data import pipeline  # noqa: E402
+from lumos_jax import config, sharding
+from lumos_jax.train.loop import global_batch
+from lumos_jax.train.step import build_functions
+from lumos_jax.data import pipeline
 
 GiB = 2 ** 30
 
@@ -56,9 +58,9 @@ def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   if attention:
     cfg.model.attention = attention
   n_dev = jax.device_count()
-  mesh_shape, model_cfg, vocab = train.validate(cfg, n_dev)
+  mesh_shape, model_cfg, vocab = config.validate(cfg, n_dev)
   mesh = sharding.make_mesh(mesh_shape)
-  fns = train.build_functions(cfg, mesh, model_cfg)
+  fns = build_functions(cfg, mesh, model_cfg)
   state_abs = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                            fns.abstract_state, fns.state_sh)
   with jax.set_mesh(mesh):
@@ -76,7 +78,7 @@ def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   if run_steps:
     with jax.set_mesh(mesh):
       state = fns.init()
-      batch = train.global_batch(random_batch(cfg, vocab, np.random.default_rng(0)), fns.batch_sh)
+      batch = global_batch(random_batch(cfg, vocab, np.random.default_rng(0)), fns.batch_sh)
       state, m = fns.step(state, batch)
       jax.block_until_ready(m)
       t0 = time.perf_counter()
@@ -108,7 +110,7 @@ def main(argv=None):
   for name in args.configs.split(","):
     r = measure(name, mesh, args.run_steps if name in run else 0, args.peak_tflops,
                 args.attention or None)
-    fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)
     print(f"| {r['config']} | {r['mesh']} | {r['compile_s']:.1f} | {r['arg_gib']:.3f} | "
           f"{r['out_gib']:.3f} | {r['temp_gib']:.3f} | {r['state_gib_total']:.3f} | "
           f"{r['tflop_per_device']:.3f} | {fmt(r['tokens_per_s'], ',.0f')} | {fmt(r['mfu'], '.1%')} |",

@@ -1,24 +1,35 @@
-"""Orbax checkpoints of the training state together with the grain iterator state.
+"""A run's checkpoints on disk, and reading just the parameters of one (no trainer, no optimizer).
 
-Each step directory holds `state` (params, optimizer state, step counters, RNG: a pytree saved with
-StandardSave, every process writing its shards) and `data` (the grain iterator position, one small
-JSON file per process). Saves are asynchronous and atomic (orbax writes to a temporary directory
-and renames it), so a process killed mid-save leaves the previous step restorable. Restoring takes
-an abstract state whose leaves carry shardings on the *current* mesh, so a checkpoint written on 8
-devices restores on 1, 2 or 4. A checkpoint written by another number of processes has no iterator
-state for this process: the stream is then repositioned from the saved positions (the pipeline's
-stream does not depend on the process count; see lumos_jax.data.pipeline).
+WORKDIR/checkpoints/STEP/ holds one orbax item per part of the training state, so that inference
+reads only what it needs:
+  params       the decoder's parameters (`nnx.State` of float32 arrays), StandardSave
+  train_state  the optimizer state, step counters and RNG, StandardSave
+  data         the grain iterator position, one small JSON file per process
+The trainer writes all three (`lumos_jax.train.checkpointer`); sampling, evaluation and notebooks
+restore `params` alone (a 3B run's Adam moments are twice its parameters), so a checkpoint copied
+without `train_state` and `data` still samples.
 """
 from __future__ import annotations
 
-import json
-import logging
-import math
 import pathlib
 
-import grain
 import jax
 import orbax.checkpoint as ocp
+
+CHECKPOINTS = "checkpoints"  # WORKDIR/checkpoints/STEP/...
+PARAMS, TRAIN_STATE, DATA = "params", "train_state", "data"
+
+
+def directory(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / CHECKPOINTS
+
+
+def steps(workdir) -> list[int]:
+  """Steps with a finished checkpoint (orbax renames a step directory into place when done)."""
+  root = directory(workdir)
+  if not root.is_dir():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / PARAMS).is_dir())
 
 
 def abstract_like(tree, shardings):
@@ -27,67 +38,23 @@ def abstract_like(tree, shardings):
                       shardings)
 
 
-class Checkpointer:
-  """Keeps the last `keep` checkpoints of a run under `directory`."""
+def restore_params(workdir, step: int | None, abstract_params):
+  """The parameters saved at `step` (None: the latest), laid out like `abstract_params`
+  (ShapeDtypeStructs with shardings on the current devices). Reads no optimizer state.
 
-  def __init__(self, directory, keep: int = 3, async_save: bool = True):
-    self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(self, step: int, state, data_iterator, *, force: bool = False) -> bool:
-    """Starts saving `state` and the iterator position as `step` (returns at once when async)."""
-    return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)), force=force)
-
-  def restore(self, step: int, abstract_state, data_iterator):
-    """The state saved at `step`, laid out as `abstract_state`; moves `data_iterator` in place."""
-    data_dir = pathlib.Path(str(self.manager.directory)) / str(step) / "data"
-    if (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=grain.checkpoint.CheckpointRestore(data_iterator)))
-      return restored["state"]
-    data_iterator.set_state(_repositioned(data_dir))
-    return self.restore_state(step, abstract_state)
-
-  def restore_state(self, step: int, abstract_state):
-    """Only the training state (for sampling or inspection: no data iterator needed)."""
-    return self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))["state"]
-
-  def wait(self):
-    """Blocks until pending asynchronous saves are on disk."""
-    self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
-
-
-def _repositioned(data_dir: pathlib.Path) -> dict:
-  """Iterator state for this process from the states another process count saved.
-
-  Old process 0 of m stood at local element k, i.e. the m processes had consumed the first k * m
-  elements of the shared stream; new process p of n takes elements p, p + n, ..., so it resumes at
-  local index ceil((k * m - p) / n).
+  Raises FileNotFoundError when there is no such checkpoint and ValueError when its parameters do
+  not match `abstract_params` (another model config).
   """
-  saved = sorted(data_dir.glob("process_0-of-*.json"))
-  if not saved:
-    raise FileNotFoundError(f"no data iterator state in {data_dir}")
-  old_count = int(saved[0].stem.rsplit("-of-", 1)[1])
-  state = json.loads(saved[0].read_text())
-  if set(state) != {"next_index"}:
-    raise ValueError(f"the data iterator state in {saved[0]} was written with worker processes "
-                     f"by {old_count} processes and cannot be moved to {jax.process_count()}: "
-                     "resume once with the old process count, or with config field data.workers=0")
-  consumed = state["next_index"] * old_count
-  p, n = jax.process_index(), jax.process_count()
-  logging.getLogger("lumos_jax.train").warning(
-      "checkpoint written by %d process(es), resuming on %d: data stream repositioned to element %d",
-      old_count, n, consumed)
-  return {"next_index": max(0, math.ceil((consumed - p) / n))}
+  available = steps(workdir)
+  if step is None and available:
+    step = available[-1]
+  if step not in available:
+    raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in "
+                            f"{directory(workdir)} (finished steps: {available or 'none'})")
+  path = directory(workdir) / str(step) / PARAMS
+  with ocp.StandardCheckpointer() as reader:
+    try:
+      return reader.restore(path.absolute(), abstract_params)
+    except (ValueError, KeyError) as e:
+      raise ValueError(f"checkpoint {path} does not match the model of the run's config: "
+                       f"{e}") from e

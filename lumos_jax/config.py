@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 
 import ml_collections
 
-from lumos_jax import tokens
+from lumos_jax import sharding, tokens
 from lumos_jax.model import ModelConfig
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+RUN_CONFIG = "config.json"  # WORKDIR/config.json: the config a run was trained with
 
 
 def load(name_or_path: str):
@@ -23,6 +25,44 @@ def load(name_or_path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def save_run(cfg, workdir) -> None:
+  """Writes the run's config as WORKDIR/config.json (what sampling rebuilds the model from)."""
+  (pathlib.Path(workdir) / RUN_CONFIG).write_text(cfg.to_json_best_effort(indent=2))
+
+
+def load_run(workdir) -> ml_collections.ConfigDict:
+  """The config a run saved in WORKDIR/config.json."""
+  path = pathlib.Path(workdir) / RUN_CONFIG
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
+                            "(python -m lumos_jax.train writes config.json there)")
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def validate(cfg, n_devices: int, n_processes: int = 1):
+  """Checks a training config before anything compiles; returns (mesh shape, model config, vocab)."""
+  for field in ("steps", "checkpoint_every", "seed", "log_every"):
+    if not isinstance(cfg.get(field), int):
+      raise ValueError(f"config field {field} must be an int, got {cfg.get(field)!r}")
+  try:
+    shape = sharding.resolve_mesh_shape(cfg.mesh, n_devices)
+  except ValueError as e:
+    raise ValueError(f"config field mesh: {e}") from e
+  model_cfg = model_config(cfg)  # head_dim / MM-RoPE, GQA, vocabulary size
+  batch_shards = shape[0] * shape[1]
+  if cfg.data.batch_size % (batch_shards * cfg.optim.accum_steps):
+    raise ValueError(f"config field data.batch_size={cfg.data.batch_size} must be divisible by "
+                     f"the data axes (data x fsdp = {batch_shards}) times optim.accum_steps="
+                     f"{cfg.optim.accum_steps}")
+  if cfg.data.batch_size % n_processes:
+    raise ValueError(f"config field data.batch_size={cfg.data.batch_size} must be divisible by "
+                     f"the {n_processes} processes")
+  return shape, model_cfg, vocab(cfg)
 
 
 def vocab(cfg) -> tokens.Vocab:

@@ -71,7 +71,7 @@ class ModelConfig:
                        f"{sorted(attention.IMPLEMENTATIONS)}")
 
   @classmethod
-  def from_config(cls, cfg) -> "ModelConfig":
+  def from_config(cls, cfg) -> ModelConfig:
     return cls(**dict(cfg))
 
 
@@ -250,3 +250,13 @@ class Decoder(nnx.Module):
     """
     hidden, new_cache = self._run(ids_bn, positions_bn3, k_start_bn, k_end_bn, cache)
     return hidden, (new_cache if write else cache)
+
+
+def init_model(cfg: ModelConfig, seed: int):
+  """(graphdef, params State) of a freshly initialised decoder."""
+  return nnx.split(Decoder(cfg, rngs=nnx.Rngs(seed)))
+
+
+def abstract_model(cfg: ModelConfig):
+  """(graphdef, abstract params State with logical sharding metadata): nothing is allocated."""
+  return nnx.split(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))

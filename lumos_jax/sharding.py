@@ -7,7 +7,7 @@ each name to mesh axes. Sharding is data: change the table, not the model. Mesh 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from flax import nnx
@@ -48,24 +48,31 @@ def logical_to_spec(names: Sequence[str | None], mesh_axes: Sequence[str], rules
   return P(*spec)
 
 
+def resolve_mesh_shape(shape: Sequence[int], n_devices: int,
+                       axes: Sequence[str] = MESH_AXES) -> tuple[int, ...]:
+  """Mesh sizes with the one optional -1 entry absorbing the devices the others leave."""
+  shape = list(shape)
+  if len(shape) != len(axes):
+    raise ValueError(f"mesh shape {tuple(shape)} needs one size per axis {tuple(axes)}")
+  if shape.count(-1) > 1 or any(s < 1 and s != -1 for s in shape):
+    raise ValueError(f"mesh shape {tuple(shape)}: sizes must be positive, at most one -1")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if n_devices % known:
+      raise ValueError(f"mesh shape {tuple(shape)}: {n_devices} devices are not divisible by "
+                       f"{known}")
+    shape[shape.index(-1)] = n_devices // known
+  if math.prod(shape) != n_devices:
+    raise ValueError(f"mesh shape {dict(zip(axes, shape))} needs {math.prod(shape)} devices, "
+                     f"have {n_devices}")
+  return tuple(shape)
+
+
 def make_mesh(shape: Sequence[int], axes: Sequence[str] = MESH_AXES, devices=None) -> Mesh:
   """A mesh over `devices` (default: all) with one optional -1 entry absorbing the rest."""
   devices = list(jax.devices() if devices is None else devices)
-  shape = list(shape)
-  if len(shape) != len(axes):
-    raise ValueError(f"mesh shape {shape} needs one size per axis {tuple(axes)}")
-  if shape.count(-1) > 1:
-    raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
-  known = math.prod(s for s in shape if s != -1)
-  if -1 in shape:
-    if len(devices) % known:
-      raise ValueError(f"mesh shape {shape}: {len(devices)} devices are not divisible by {known}")
-    shape[shape.index(-1)] = len(devices) // known
-  if math.prod(shape) != len(devices):
-    raise ValueError(f"mesh shape {dict(zip(axes, shape))} needs {math.prod(shape)} devices, "
-                     f"have {len(devices)}")
-  return jax.make_mesh(tuple(shape), tuple(axes), axis_types=(AxisType.Auto,) * len(axes),
-                       devices=devices)
+  return jax.make_mesh(resolve_mesh_shape(shape, len(devices), axes), tuple(axes),
+                       axis_types=(AxisType.Auto,) * len(axes), devices=devices)
 
 
 def param_specs(state: nnx.State, mesh: Mesh, rules=RULES):

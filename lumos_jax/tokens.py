@@ -14,7 +14,7 @@ frame/row/column bookkeeping the loss, the masking and the sampler need.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class Vocab:
 
   @classmethod
   def compact(cls, text_size: int = 256, visual_size: int = 512, number_count: int = 64,
-              size_unit: int = 1) -> "Vocab":
+              size_unit: int = 1) -> Vocab:
     """A small vocabulary with the official structure, for demo-sized models.
 
     Ids: 0 BOS, 1 SEP, 2 IMAGE_START, 3 IMAGE_END, 4 NEWLINE, 5 MASK, 6 VIDEO_START, 7 VIDEO_END,

@@ -4,10 +4,10 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import pathlib  # noqa: E402
+import pathlib
 
-import absl.flags  # noqa: E402
-import pytest  # noqa: E402
+import absl.flags
+import pytest
 
 absl.flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
 

@@ -1,9 +1,12 @@
-"""Random sequences and layouts for tests (compact vocabulary, small frames)."""
+"""Random sequences and layouts for tests (compact vocabulary, small frames); the repository root."""
+import pathlib
+
 import numpy as np
 
 from lumos_jax import tokens
 
 VOCAB = tokens.Vocab.compact()
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def random_sample(rng: np.random.Generator, *, max_text=6, max_frames=3, max_hw=4, text=None):

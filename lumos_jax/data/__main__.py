@@ -13,14 +13,13 @@ imported) or inspect finds bad records, 2 for usage errors.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Callable, Sequence
 
-from lumos_jax import tokens
-from lumos_jax.data import official, records, synthetic
-from lumos_jax.progress import Progress
+from lumos_jax.data import official, records
+from lumos_jax.synthetic import dataset as synthetic
 
 
 class Command(NamedTuple):
@@ -78,7 +77,7 @@ def _inspect_arguments(p: argparse.ArgumentParser):
 
 
 def _format_summary(s: dict) -> str:
-  counts = lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()) or "-"  # noqa: E731
+  counts = lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()) or "-"
   lengths = s["lengths"]
   lines = [f"samples      {s['samples']} ({s['vocab']} vocabulary)",
            f"bad records  {s['bad']}",
@@ -117,19 +116,9 @@ def _synthetic_arguments(p: argparse.ArgumentParser):
 def _synthetic_run(args: argparse.Namespace) -> int:
   cfg = synthetic.SyntheticConfig(frame_px=args.frame_px, patch_px=args.patch_px,
                                   frames=args.frames)
-  tokenizer, vocab = synthetic.PatchTokenizer(cfg), tokens.Vocab.compact()
-  progress = Progress(args.count, "synthetic", sys.stderr)
-
-  def samples():
-    for i in range(args.count):
-      yield synthetic.to_record(synthetic.generate(args.seed, i, cfg), i, tokenizer, vocab)
-      progress(i + 1, 0)
-
-  n = records.write_records(args.out, samples(), shard_size=args.shard_size, vocab=vocab,
-                            args={"command": "synthetic", **dataclasses.asdict(cfg),
-                                  "seed": args.seed, "count": args.count})
-  print(f"wrote {n} synthetic videos ({cfg.frames} frames of {cfg.grid}x{cfg.grid} latents) "
-        f"into {args.out}")
+  synthetic.write(args.out, args.count, args.seed, cfg, shard_size=args.shard_size)
+  print(f"wrote {args.count} synthetic videos ({cfg.frames} frames of {cfg.grid}x{cfg.grid} "
+        f"latents) into {args.out}")
   return 0
 
 

@@ -43,7 +43,8 @@ import math
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 

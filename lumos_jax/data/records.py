@@ -32,7 +32,8 @@ import json
 import os
 import pathlib
 import threading
-from typing import Any, Iterable, SupportsIndex
+from typing import Any, SupportsIndex
+from collections.abc import Iterable
 
 import msgpack
 import numpy as np

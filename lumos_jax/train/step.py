@@ -8,13 +8,15 @@ State (a plain pytree, what checkpoints hold besides the data iterator):
   bad_streak int32, consecutive skipped updates (the loop stops the run past a limit)
   rng        a PRNG key, advanced every step (the step itself draws nothing: masking is data)
 
-`train_step(state, batch) -> (state, metrics)` is pure: jit it with explicit shardings and a donated
-state (`Trainer` in train.py does). Gradient accumulation runs `accum_steps` micro-batches with a
+`train_step(state, batch) -> (state, metrics)` is pure; `build_functions` below jits it (and the
+eval and init functions) with explicit shardings and a donated state. Gradient accumulation runs `accum_steps` micro-batches with a
 scan and divides the summed gradients by the total number of loss tokens, so the update is the
 same as one big batch.
 """
 
+import dataclasses
 import functools
+from collections.abc import Callable
 
 import flax
 import jax
@@ -23,8 +25,10 @@ import optax
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from lumos_jax import loss, rope
-from lumos_jax.model import Decoder, ModelConfig
+from lumos_jax import loss, model as model_lib, rope, sharding
+from lumos_jax.data import pipeline
+from lumos_jax.model import ModelConfig
+from lumos_jax.train import optim, state as state_lib
 
 
 @flax.struct.dataclass
@@ -35,22 +39,6 @@ class TrainMetrics(clu_metrics.Collection):
   param_norm: clu_metrics.LastValue.from_output("param_norm")
   loss_tokens: clu_metrics.Average.from_output("loss_tokens")
   skipped_in_window: clu_metrics.Average.from_output("skipped")  # fraction of skipped updates
-
-
-def init_params(model_cfg: ModelConfig, seed: int):
-  """(graphdef, params State) of a freshly initialised decoder."""
-  return nnx.split(Decoder(model_cfg, rngs=nnx.Rngs(seed)))
-
-
-def abstract_model(model_cfg: ModelConfig):
-  """(graphdef, abstract params State with logical sharding metadata): no allocation."""
-  return nnx.split(nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0))))
-
-
-def init_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
-  zero = jnp.zeros((), jnp.int32)
-  return {"params": params, "opt": tx.init(params), "step": zero, "skipped": zero,
-          "bad_streak": zero, "rng": jax.random.key_data(jax.random.key(seed))}
 
 
 def batch_loss(params, batch, *, graphdef, model_cfg: ModelConfig, loss_chunk: int):
@@ -84,7 +72,7 @@ def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, ac
 
   updates, new_opt = tx.update(grads, state["opt"], state["params"])
   new_params = optax.apply_updates(state["params"], updates)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = {
       "params": keep(new_params, state["params"]),
       "opt": keep(new_opt, state["opt"]),
@@ -115,3 +103,37 @@ def eval_step(params, batch, **loss_kw) -> dict:
     sums.append(aux["loss_sum"])
     counts.append(aux["n_tokens"])
   return {"loss_sum": jnp.stack(sums), "n_tokens": jnp.stack(counts)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Functions:
+  """The jitted pieces of a run and the shardings they were compiled for."""
+  step: Callable  # (state, batch) -> (state, metrics); donates the state
+  eval: Callable  # (params, batch) -> per-frame loss sums
+  init: Callable  # () -> a fresh state, sharded
+  abstract_state: dict
+  state_sh: dict
+  param_sh: object
+  batch_sh: dict
+
+
+def build_functions(cfg, mesh, model_cfg) -> Functions:
+  """jax.jit the train/eval/init functions with explicit shardings on `mesh` (nothing runs)."""
+  tx = optim.make(cfg.optim, cfg.steps)
+  graphdef, abstract_params = model_lib.abstract_model(model_cfg)
+  abstract_state, state_sh = state_lib.abstract_state(abstract_params, tx, cfg.seed, mesh)
+  param_sh = state_sh["params"]
+  batch_sh = {k: jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, 3 if k == "positions"
+                                                                       else 2))
+              for k in pipeline.FIELDS}
+  loss_kw = dict(graphdef=graphdef, model_cfg=model_cfg, loss_chunk=cfg.loss_chunk)
+  step = jax.jit(lambda s, b: train_step(s, b, tx=tx, accum_steps=cfg.optim.accum_steps,
+                                                  **loss_kw),
+                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                 donate_argnums=0)
+  evaluate_fn = jax.jit(lambda p, b: eval_step(p, b, max_frames=cfg.data.max_frames,
+                                                        **loss_kw),
+                        in_shardings=(param_sh, batch_sh))
+  init = jax.jit(lambda: state_lib.init_state(model_lib.init_model(model_cfg, cfg.seed)[1], tx,
+                                              cfg.seed), out_shardings=state_sh)
+  return Functions(step, evaluate_fn, init, abstract_state, state_sh, param_sh, batch_sh)

@@ -1,8 +1,8 @@
-"""The caption scorer behind `python -m lumos_jax.evaluate`, against videos with known answers."""
+"""The caption scorer behind `python -m lumos_jax.synthetic.evaluate`, against videos with known answers."""
 import numpy as np
 import pytest
 
-from lumos_jax.data import synthetic, synthetic_score as ss
+from lumos_jax.synthetic import dataset as synthetic, score as ss
 
 CFG = synthetic.SyntheticConfig()
 

@@ -1,4 +1,4 @@
-"""Generation from a trained run: loading it, and the `python -m lumos_jax.sample` command line.
+"""Sampling from a trained run: `python -m lumos_jax.sample`.
 
   python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
       --mode=t2v --frames=8 --steps=16 --cfg=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
@@ -8,63 +8,21 @@ frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever it
 Requests are checked before anything compiles.
 
 Python API (notebooks):
-  sampler, cfg, vocab = generate.load("/tmp/lumos_demo")
+  from lumos_jax import sample
+  sampler, cfg, vocab = sample.load("/tmp/lumos_demo")
   codes = sampler.generate(vocab.encode_text("a red circle moves left"),
                            sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
 """
-import json
 import pathlib
-import sys
 
-import jax
-import ml_collections
 import numpy as np
 from absl import app, flags
-from flax import nnx
 
-from lumos_jax import checkpoint, config as config_lib, sample, sharding, step as step_lib
+from lumos_jax import config as config_lib
+from lumos_jax.sample import sampler as sample
+from lumos_jax.sample.load import load, synthetic_tokenizer
 
 MODES = ("t2i", "t2v", "i2v")
-
-
-def load_config(workdir) -> ml_collections.ConfigDict:
-  """The training config a run saved in WORKDIR/config.json."""
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
-                            "(python -m lumos_jax.train writes config.json there)")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def load(workdir, step: int | None = None):
-  """(Sampler with the checkpoint's parameters, training config, vocabulary) of a run."""
-  from lumos_jax import train  # the state layout the trainer saved
-  cfg = load_config(workdir)
-  cfg.mesh = (1, 1, 1)
-  model_cfg, vocab = config_lib.model_config(cfg), config_lib.vocab(cfg)
-  ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / "checkpoints")
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-    fns = train.build_functions(cfg, mesh, model_cfg)
-    try:
-      state = ckpt.restore_state(step, checkpoint.abstract_like(fns.abstract_state, fns.state_sh))
-    except (ValueError, KeyError) as e:
-      raise ValueError(f"checkpoint {workdir}/checkpoints/{step} does not match the model in "
-                       f"{workdir}/config.json: {e}") from e
-  finally:
-    ckpt.close()
-  graphdef, _ = step_lib.abstract_model(model_cfg)
-  model = nnx.merge(graphdef, state["params"])
-  return sample.Sampler(model, vocab, strides=tuple(cfg.data.strides)), cfg, vocab
-
-
-def synthetic_tokenizer(cfg):
-  """The patch tokenizer (and, as `.cfg`, the video geometry) of a run on the synthetic dataset."""
-  from lumos_jax.data import synthetic
-  return synthetic.PatchTokenizer(synthetic.SyntheticConfig(frames=cfg.data.max_frames))
 
 
 def read_image_codes(path: str, cfg, height: int, width: int) -> np.ndarray:
@@ -127,10 +85,10 @@ def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
   np.save(npy, codes)
   paths = [npy]
   if cfg.data.kind == "synthetic":
-    from lumos_jax.data import synthetic_gif
+    from lumos_jax.synthetic import video
     frames = synthetic_tokenizer(cfg).decode(codes)
     for suffix in (".gif", ".mp4"):
-      synthetic_gif.write_captioned(out.with_suffix(suffix), frames, caption, fps=fps)
+      video.write_captioned(out.with_suffix(suffix), frames, caption, fps=fps)
       paths.append(out.with_suffix(suffix))
   return paths
 
@@ -138,7 +96,7 @@ def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
 def main(argv):
   del argv
   f = FLAGS
-  cfg = load_config(f.workdir)
+  cfg = config_lib.load_run(f.workdir)
   vocab = config_lib.vocab(cfg)
   text, sc, given = request(f, cfg, vocab)  # every check before loading or compiling
   sampler, cfg, vocab = load(f.workdir)
@@ -171,10 +129,6 @@ def define_flags():
   flags.mark_flag_as_required("workdir")
 
 
-def cli():
+if __name__ == "__main__":
   define_flags()
   app.run(main)
-
-
-if __name__ == "__main__":
-  sys.exit(cli())

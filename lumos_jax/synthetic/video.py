@@ -13,7 +13,8 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lumos_jax.data import synthetic
+from lumos_jax.synthetic import dataset
+from lumos_jax.synthetic.tokenizer import PatchTokenizer
 
 CAPTION_PX = 200  # width of the caption column
 
@@ -55,13 +56,13 @@ def write_captioned(path, video: np.ndarray, caption: str, fps: int, scale: int 
 
 
 def sheet(seed: int, count: int, scale: int,
-          cfg: synthetic.SyntheticConfig = synthetic.SyntheticConfig()):
+          cfg: dataset.SyntheticConfig = dataset.SyntheticConfig()):
   """Samples 0..count-1 decoded from their codes, one per row, caption column on the right.
 
   Returns (uint8 [T, count * H * scale, W * scale + CAPTION_PX, 3] frames, captions).
   """
-  tokenizer = synthetic.PatchTokenizer(cfg)
-  samples = [synthetic.generate(seed, i, cfg) for i in range(count)]
+  tokenizer = PatchTokenizer(cfg)
+  samples = [dataset.generate(seed, i, cfg) for i in range(count)]
   rows = [captioned(tokenizer.decode(tokenizer.encode(s.video)), s.caption, scale) for s in samples]
   return np.concatenate(rows, axis=1), [s.caption for s in samples]
 
@@ -73,7 +74,7 @@ def main(argv=None):
   parser.add_argument("--count", type=int, default=6)
   parser.add_argument("--scale", type=int, default=4, help="pixel upscaling for viewing")
   args = parser.parse_args(argv)
-  cfg = synthetic.SyntheticConfig()
+  cfg = dataset.SyntheticConfig()
   frames, captions = sheet(args.seed, args.count, args.scale, cfg)
   iio.imwrite(args.out, frames, extension=".gif", duration=1000 / cfg.fps, loop=0)
   print(f"wrote {args.out} ({frames.shape[2]}x{frames.shape[1]}, {len(frames)} frames), "

@@ -28,20 +28,20 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lumos_jax.data import synthetic, synthetic_score
+from lumos_jax.synthetic import dataset, score, video
 
 TABLE_KEYS = ("shape_acc", "color_acc", "direction_acc", "trajectory_error_px",
               "temporal_consistency", "detected")
 
 
-def eval_samples(cfg, n: int, syn: synthetic.SyntheticConfig) -> list[synthetic.Sample]:
+def eval_samples(cfg, n: int, syn: dataset.SyntheticConfig) -> list[dataset.Sample]:
   """The first n held-out eval samples of a synthetic run (as its trainer generated them)."""
   if n < 2:
     raise ValueError(f"--n={n}: need at least 2 videos (the shuffled-caption baseline pairs them)")
   if n > cfg.data.synthetic_eval_count:
     raise ValueError(f"--n={n}: the run's eval split has data.synthetic_eval_count="
                      f"{cfg.data.synthetic_eval_count} videos")
-  return [synthetic.generate(cfg.data.synthetic_seed + 1, i, syn) for i in range(n)]
+  return [dataset.generate(cfg.data.synthetic_seed + 1, i, syn) for i in range(n)]
 
 
 def contact_sheet(videos, captions, rows, scale: int = 3, label_px: int = 260) -> np.ndarray:
@@ -50,9 +50,9 @@ def contact_sheet(videos, captions, rows, scale: int = 3, label_px: int = 260) -
   hs, ws, gap = h * scale, w * scale, 2
   sheet = Image.new("RGB", (t * (ws + gap) + label_px, len(videos) * (hs + gap)), (255, 255, 255))
   draw = ImageDraw.Draw(sheet)
-  for i, (video, caption, r) in enumerate(zip(videos, captions, rows)):
+  for i, (rgb, caption, r) in enumerate(zip(videos, captions, rows)):
     y = i * (hs + gap)
-    for f, frame in enumerate(video):
+    for f, frame in enumerate(rgb):
       sheet.paste(Image.fromarray(frame.repeat(scale, 0).repeat(scale, 1)), (f * (ws + gap), y))
     text = (f"{caption}\nshape {r['shape_acc']:.2f} colour {r['color_acc']:.2f} "
             f"direction {'ok' if r['direction_acc'] else 'wrong'}")
@@ -78,18 +78,17 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
         temperature_schedule: str = "cumulative", top_k: int = 0, step: int | None = None,
         log=sys.stderr) -> dict:
   """Generates, scores and writes everything; returns the scores dict (see module docstring)."""
-  from lumos_jax import generate, sample
-  from lumos_jax.data import synthetic_gif
-  train_cfg = generate.load_config(workdir)
+  from lumos_jax import config as config_lib, sample
+  train_cfg = config_lib.load_run(workdir)
   if train_cfg.data.kind != "synthetic":
     raise ValueError(f"{workdir} was trained on data.kind={train_cfg.data.kind!r}: evaluate scores "
                      "runs on the embedded synthetic dataset only")
-  tokenizer = generate.synthetic_tokenizer(train_cfg)
+  tokenizer = sample.synthetic_tokenizer(train_cfg)
   syn = tokenizer.cfg
   samples = eval_samples(train_cfg, n, syn)  # checks before loading or compiling anything
   out = pathlib.Path(out or pathlib.Path(workdir) / "eval")
   (out / "videos").mkdir(parents=True, exist_ok=True)
-  sampler, _, vocab = generate.load(workdir, step)
+  sampler, _, vocab = sample.load(workdir, step)
   sc = sample.SampleConfig(frames=syn.frames, height=syn.grid, width=syn.grid, fps=syn.fps,
                            duration=syn.duration, steps=steps, cfg_scale=cfg_scale,
                            temperature_schedule=temperature_schedule, top_k=top_k,
@@ -97,22 +96,22 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   videos, rows, t0 = [], [], time.perf_counter()
   for i, s in enumerate(samples):
     codes = sampler.generate(vocab.encode_text(s.caption), sc, seed=seed + i)
-    video = tokenizer.decode(codes)
+    rgb = tokenizer.decode(codes)
     np.save(out / "videos" / f"{i:03d}.npy", codes)
-    synthetic_gif.write_captioned(out / "videos" / f"{i:03d}.gif", video, s.caption, fps=syn.fps)
-    videos.append(video)
-    rows.append(synthetic_score.score(video, s.caption, syn))
+    video.write_captioned(out / "videos" / f"{i:03d}.gif", rgb, s.caption, fps=syn.fps)
+    videos.append(rgb)
+    rows.append(score.score(rgb, s.caption, syn))
     per = (time.perf_counter() - t0) / (i + 1)
     print(f"video {i + 1}/{n}: {s.caption!r} shape {rows[-1]['shape_acc']:.2f} colour "
           f"{rows[-1]['color_acc']:.2f} direction {rows[-1]['direction_acc']:.0f}, "
           f"{per:.1f} s/video, ETA {per * (n - i - 1):.0f} s", file=log, flush=True)
   captions = [s.caption for s in samples]
-  scores = synthetic_score.mean_scores(rows)
-  scores["chance"] = synthetic_score.chance(syn)
-  scores["shuffled"] = synthetic_score.mean_scores(
-      [synthetic_score.score(v, captions[(i + 1) % n], syn) for i, v in enumerate(videos)])
-  scores["dataset"] = synthetic_score.mean_scores(
-      [synthetic_score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
+  scores = score.mean_scores(rows)
+  scores["chance"] = score.chance(syn)
+  scores["shuffled"] = score.mean_scores(
+      [score.score(v, captions[(i + 1) % n], syn) for i, v in enumerate(videos)])
+  scores["dataset"] = score.mean_scores(
+      [score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
        for s in samples])
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
                             cfg=cfg_scale, seed=seed,
@@ -121,9 +120,9 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
   (out / "scores.json").write_text(json.dumps(_json_safe(scores), indent=1, allow_nan=False))
   Image.fromarray(contact_sheet(videos, captions, rows)).save(out / "contact_sheet.png")
-  grid = np.concatenate([synthetic_gif.captioned(v, c) for v, c in zip(videos[:8], captions)], 1)
+  grid = np.concatenate([video.captioned(v, c) for v, c in zip(videos[:8], captions)], 1)
   for suffix in ("gif", "mp4"):
-    synthetic_gif.write_video(out / f"samples.{suffix}", grid, fps=syn.fps)
+    video.write_video(out / f"samples.{suffix}", grid, fps=syn.fps)
   return scores
 
 

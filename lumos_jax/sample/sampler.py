@@ -264,8 +264,3 @@ class Sampler:
     if given is not None:
       codes = np.concatenate([np.asarray(given), codes])
     return codes
-
-
-if __name__ == "__main__":
-  from lumos_jax import generate  # the command line lives there, with checkpoint loading
-  generate.cli()

@@ -24,11 +24,12 @@ import math
 
 import numpy as np
 
-from lumos_jax.data import synthetic
+from lumos_jax.synthetic import dataset
+from lumos_jax.synthetic.tokenizer import COLOURS, PALETTE, cell_colours
 
 MIN_SPEED = 0.25  # px/frame below which a video counts as not moving
 AREA_RATIO = 1.5
-COLOUR_NAMES = tuple(synthetic.COLOURS)
+COLOUR_NAMES = tuple(COLOURS)
 
 
 @dataclasses.dataclass
@@ -68,12 +69,12 @@ def _templates(grid: int):
   flattened so that overlaps with an object are one matmul."""
   rows = np.arange(grid)
   out = {}
-  for shape in synthetic.SHAPES:
+  for shape in dataset.SHAPES:
     masks = []
     for h in range(0, grid // 2):
       for ci in range(h, grid - h):
         for cj in range(h, grid - h):
-          masks.append(synthetic.shape_cells(shape, rows[:, None] - ci, rows[None, :] - cj, h))
+          masks.append(dataset.shape_cells(shape, rows[:, None] - ci, rows[None, :] - cj, h))
     out[shape] = np.stack(masks).reshape(len(masks), -1).astype(np.float32)
   return out
 
@@ -97,11 +98,11 @@ def classify_shape(obj: np.ndarray) -> tuple[str, float]:
   return best
 
 
-def detect(video: np.ndarray, cfg: synthetic.SyntheticConfig) -> list[Detection]:
+def detect(video: np.ndarray, cfg: dataset.SyntheticConfig) -> list[Detection]:
   """One `Detection` per frame of uint8 [T, H, W, 3] frames."""
   out = []
-  for cells in synthetic.cell_colours(np.asarray(video), cfg.cell_px):
-    counts = np.bincount(cells.ravel(), minlength=len(synthetic.PALETTE))[1:]
+  for cells in cell_colours(np.asarray(video), cfg.cell_px):
+    counts = np.bincount(cells.ravel(), minlength=len(PALETTE))[1:]
     if not counts.any():
       out.append(Detection(None, None, 0.0, np.full(2, np.nan), 0))
       continue
@@ -128,7 +129,7 @@ def direction_of(v: np.ndarray) -> str | None:
     return None
   axis = int(np.abs(v).argmax())
   sign = int(np.sign(v[axis]))
-  return next(d for d, step in synthetic.DIRECTIONS.items() if step[axis] == sign)
+  return next(d for d, step in dataset.DIRECTIONS.items() if step[axis] == sign)
 
 
 def trajectory_error(centres: np.ndarray, direction: str) -> float:
@@ -136,15 +137,15 @@ def trajectory_error(centres: np.ndarray, direction: str) -> float:
   t = np.flatnonzero(~np.isnan(centres[:, 0]))
   if len(t) < 3:
     return math.nan
-  axis = 0 if synthetic.DIRECTIONS[direction][0] else 1
+  axis = 0 if dataset.DIRECTIONS[direction][0] else 1
   along, across = centres[t, axis], centres[t, 1 - axis]
   fit = np.polyval(np.polyfit(t, along, 1), t)
   return float(np.sqrt(np.mean((along - fit) ** 2 + (across - across.mean()) ** 2)))
 
 
-def score(video: np.ndarray, caption: str, cfg: synthetic.SyntheticConfig) -> dict:
+def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
   """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring)."""
-  truth = synthetic.parse_caption(caption)
+  truth = dataset.parse_caption(caption)
   dets = detect(video, cfg)
   centres = np.stack([d.centre for d in dets])
   same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape)
@@ -160,7 +161,7 @@ def score(video: np.ndarray, caption: str, cfg: synthetic.SyntheticConfig) -> di
   }
 
 
-def chance(cfg: synthetic.SyntheticConfig) -> dict:
+def chance(cfg: dataset.SyntheticConfig) -> dict:
   """Accuracy of uniform guessing over the dataset's shapes, colours and directions."""
   return {"shape_acc": 1 / len(cfg.shapes), "color_acc": 1 / len(cfg.colours),
           "direction_acc": 1 / len(cfg.directions)}

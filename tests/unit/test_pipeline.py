@@ -10,11 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from helpers import VOCAB, random_sample
+from helpers import REPO, VOCAB, random_sample
 from lumos_jax import tokens
 from lumos_jax.data import pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _records(n=40, seed=0):
@@ -80,7 +79,7 @@ def test_resume_in_process():
 
 _RESUME_SCRIPT = textwrap.dedent("""
     import json, sys, numpy as np
-    sys.path.insert(0, "tests")
+    sys.path[:0] = ["tests", "tests/unit"]
     from helpers import VOCAB
     from test_pipeline import _records, CFG
     import dataclasses
@@ -157,7 +156,7 @@ _SHARD_SCRIPT = textwrap.dedent("""
     jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
                                process_id=int(sys.argv[2]), initialization_timeout=60)
     assert jax.device_count() == 8 and jax.local_device_count() == 4
-    sys.path.insert(0, "tests")
+    sys.path[:0] = ["tests", "tests/unit"]
     from helpers import VOCAB
     from test_pipeline import _records
     from lumos_jax.data import pipeline

@@ -10,9 +10,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from lumos_jax import generate
+from helpers import REPO
+from lumos_jax import config as config_lib, sample
+from lumos_jax.sample import __main__ as sample_cli
+from lumos_jax.synthetic import evaluate
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +58,25 @@ def test_sample_command_writes_codes_gif_and_mp4(workdir, tmp_path):
 
 
 def test_requests_are_checked_before_compiling(workdir, tmp_path):
-  cfg = generate.load_config(workdir)
+  cfg = config_lib.load_run(workdir)
   from lumos_jax import config
   vocab = config.vocab(cfg)
-  text, sc, given = generate.request(_flags(), cfg, vocab)
+  text, sc, given = sample_cli.request(_flags(), cfg, vocab)
   assert sc.frames == cfg.data.max_frames and given is None and sc.height == 8
-  assert generate.request(_flags(mode="t2i"), cfg, vocab)[1].frames == 1
+  assert sample_cli.request(_flags(mode="t2i"), cfg, vocab)[1].frames == 1
   with pytest.raises(ValueError, match="--mode='v2v'"):
-    generate.request(_flags(mode="v2v"), cfg, vocab)
+    sample_cli.request(_flags(mode="v2v"), cfg, vocab)
   with pytest.raises(ValueError, match="data.max_frames=2"):
-    generate.request(_flags(frames=5), cfg, vocab)
+    sample_cli.request(_flags(frames=5), cfg, vocab)
   with pytest.raises(ValueError, match="--mode=i2v needs --image"):
-    generate.request(_flags(mode="i2v"), cfg, vocab)
+    sample_cli.request(_flags(mode="i2v"), cfg, vocab)
   bad = tmp_path / "bad.npy"
   np.save(bad, np.zeros((4, 4), np.int32))
   with pytest.raises(ValueError, match="expected codes of 8x8"):
-    generate.request(_flags(mode="i2v", image=str(bad)), cfg, vocab)
+    sample_cli.request(_flags(mode="i2v", image=str(bad)), cfg, vocab)
   good = tmp_path / "good.npy"
   np.save(good, np.zeros((8, 8), np.int32))
-  _, sc, given = generate.request(_flags(mode="i2v", image=str(good)), cfg, vocab)
+  _, sc, given = sample_cli.request(_flags(mode="i2v", image=str(good)), cfg, vocab)
   assert given.shape == (1, 8, 8) and sc.frames == 1
 
 
@@ -85,11 +87,10 @@ def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
   text = (other / "config.json").read_text().replace('"mlp_dim": 128', '"mlp_dim": 192')
   (other / "config.json").write_text(text)
   with pytest.raises(ValueError, match="does not match the model"):
-    generate.load(other)
+    sample.load(other)
 
 
 def test_evaluate_command(workdir, tmp_path, capsys):
-  from lumos_jax import evaluate
   out = tmp_path / "eval"
   assert evaluate.main([f"--workdir={workdir}", "--n=3", "--steps=2", f"--out={out}",
                         "--json"]) == 0

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lumos_jax import tokens
-from lumos_jax.data import synthetic, synthetic_gif
-from lumos_jax.data.synthetic import SyntheticConfig
+from lumos_jax.synthetic import dataset as synthetic, video as synthetic_gif
+from lumos_jax.synthetic.dataset import SyntheticConfig
 
 VOCAB = tokens.Vocab.compact()
 CFG = SyntheticConfig()

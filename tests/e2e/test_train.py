@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from lumos_jax import config, optim, step as step_lib, train
-from helpers import VOCAB, random_packed_batch
+from lumos_jax import config, model as model_lib
+from lumos_jax.train import optim, state as state_lib, step as step_lib
+from helpers import REPO, VOCAB, random_packed_batch
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = config.load("tiny")
 
 
@@ -106,7 +106,7 @@ def _validate(**changes):
   for key, value in changes.items():
     section, _, field = key.rpartition(".")
     (cfg[section] if section else cfg)[field] = value
-  return train.validate(cfg, 8)
+  return config.validate(cfg, 8)
 
 
 def test_invalid_configs_fail_naming_the_field():
@@ -125,8 +125,8 @@ def _step_setup(accum=1):
   cfg = config.load("tiny")
   model_cfg = config.model_config(cfg)
   tx = optim.make(cfg.optim, cfg.steps)
-  graphdef, params = step_lib.init_params(model_cfg, 0)
-  state = step_lib.init_state(params, tx, 0)
+  graphdef, params = model_lib.init_model(model_cfg, 0)
+  state = state_lib.init_state(params, tx, 0)
   fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=accum, graphdef=graphdef,
                                                  model_cfg=model_cfg, loss_chunk=64))
   ids, lay = random_packed_batch(np.random.default_rng(0), 4, 96)

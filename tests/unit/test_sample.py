@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from helpers import VOCAB
-from lumos_jax import config, sample
+from lumos_jax import config
+from lumos_jax.sample import sampler as sample
 from lumos_jax.model import Decoder
 
 # A larger init than training uses makes the logits depend strongly on the context, so a wrong
@@ -100,7 +101,7 @@ def test_history_mask_through_cache_equals_masked_history_in_full():
   frame0 = ids[:, b0:b1].copy()
   frame0[:, p.code_slot] = rng.integers(0, 121, size=int(p.code_slot.sum())) + VOCAB.visual_offset
   masked0 = np.where(p.history_slot, VOCAB.mask, frame0)
-  arr = lambda x, sl: jnp.asarray(x[:, sl])  # noqa: E731
+  arr = lambda x, sl: jnp.asarray(x[:, sl])
   cache = model.init_cache(2, ids.shape[1])
   for sl, block in ((slice(0, b0), ids[:, :b0]), (slice(b0, b1), masked0)):
     _, cache = model.extend(cache, jnp.asarray(block), arr(p.positions, sl), arr(p.k_start, sl),

@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 
 import numpy as np
 
 from lumos_jax import tokens
+from lumos_jax.data import records
+from lumos_jax.progress import Progress
+from lumos_jax.synthetic.tokenizer import COLOURS, PALETTE, PatchTokenizer, cell_colours  # noqa: F401
 
-BACKGROUND = (0, 0, 0)
-COLOURS = {  # caption name -> RGB; palette index = 1 + position (0 is the background)
-    "red": (230, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
-    "purple": (160, 60, 210), "cyan": (40, 210, 220), "orange": (250, 140, 20),
-    "white": (240, 240, 240),
-}
 SHAPES = ("circle", "square", "triangle", "diamond")
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}  # (dy, dx)
-PALETTE = np.array([BACKGROUND, *COLOURS.values()], np.uint8)  # [1 + len(COLOURS), 3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,66 +153,6 @@ def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) ->
                 centres=centres.astype(np.float32))
 
 
-def cell_colours(video: np.ndarray, cell_px: int) -> np.ndarray:
-  """uint8 [..., H, W, 3] frames -> int [..., H / cell_px, W / cell_px]: the index of the `PALETTE`
-  colour nearest each cell's mean RGB."""
-  *lead, h, w, _ = video.shape
-  c = cell_px
-  mean = video.reshape(*lead, h // c, c, w // c, c, 3).mean(axis=(-4, -2))  # [..., h/c, w/c, 3]
-  return ((mean[..., None, :] - PALETTE.astype(np.float64)) ** 2).sum(-1).argmin(-1)
-
-
-class PatchTokenizer:
-  """Deterministic patch codes: each patch_px patch is 2 x 2 cells of background or one colour.
-
-  Code 0 is an all-background patch; code 1 + 15 * k + (m - 1) is colour k of `COLOURS` on the
-  cells of the 4-bit mask m in 1..15 (bit 1 top-left, 2 top-right, 4 bottom-left, 8 bottom-right
-  cell). That is `n_codes` = 1 + 15 * 8 = 121 codes, whatever the frame or patch size.
-
-  Round trip: decode(encode(v)) == v exactly (zero error) for every `generate` video, and for any
-  video whose cells are uniform palette colours with at most one non-background colour per patch.
-  Other input is projected (encode(decode(codes)) == codes): each cell takes the palette colour
-  nearest its mean RGB, and a patch holding several shape colours keeps its most frequent one
-  (ties: the earlier in `COLOURS`), the rest turning background. The closest palette pair (yellow,
-  orange) is 83 RGB units apart, so a cell mean within 41 units of its colour (e.g. any
-  per-channel noise up to +-23) encodes unchanged.
-  """
-
-  def __init__(self, cfg: SyntheticConfig = SyntheticConfig()):
-    self.cfg = cfg
-    self.n_codes = 1 + 15 * len(COLOURS)
-    mask = np.arange(1, 16)[:, None] >> np.arange(4) & 1  # [15, 4] cell bits of masks 1..15
-    colour = np.arange(1, len(COLOURS) + 1)[:, None, None]
-    cells = (colour * mask[None]).reshape(-1, 4)  # [8 * 15, 4] palette index per cell
-    # [n_codes, 2, 2] palette index of each cell of each code's patch
-    self.cells = np.concatenate([np.zeros((1, 4), np.int64), cells]).reshape(-1, 2, 2)
-
-  def encode(self, video: np.ndarray) -> np.ndarray:
-    """uint8 [..., H, W, 3] frames -> int32 [..., H / patch_px, W / patch_px] codes."""
-    video = np.asarray(video)
-    *lead, h, w, _ = video.shape
-    c, p = self.cfg.cell_px, self.cfg.patch_px
-    if h % p or w % p:
-      raise ValueError(f"frames {h}x{w} are not a multiple of patch_px={p}")
-    cells = cell_colours(video, c)  # [..., h/c, w/c] palette index
-    cells = cells.reshape(*lead, h // p, 2, w // p, 2).swapaxes(-3, -2)
-    cells = cells.reshape(*lead, h // p, w // p, 4)  # the 2 x 2 cells of each patch, row-major
-    counts = (cells[..., None] == np.arange(1, len(PALETTE))).sum(-2)  # [..., h/p, w/p, colours]
-    fg = counts.argmax(-1) + 1  # most frequent shape colour (palette index)
-    mask = ((cells == fg[..., None]) << np.arange(4)).sum(-1)
-    return np.where(mask == 0, 0, 1 + 15 * (fg - 1) + mask - 1).astype(np.int32)
-
-  def decode(self, codes: np.ndarray) -> np.ndarray:
-    """int [..., h, w] codes -> uint8 [..., h * patch_px, w * patch_px, 3] frames."""
-    codes = np.asarray(codes)
-    if codes.size and (codes.min() < 0 or codes.max() >= self.n_codes):
-      raise ValueError(f"codes must lie in [0, {self.n_codes}), got [{codes.min()}, {codes.max()}]")
-    *lead, h, w = codes.shape
-    cells = self.cells[codes].swapaxes(-3, -2).reshape(*lead, 2 * h, 2 * w)
-    c = self.cfg.cell_px
-    return PALETTE[cells.repeat(c, axis=-2).repeat(c, axis=-1)]
-
-
 def to_tokens(sample: Sample, tokenizer: PatchTokenizer,
               vocab: tokens.Vocab | None = None) -> np.ndarray:
   """The sample as int32 [L] token ids in the official layout (caption as byte-level text).
@@ -262,9 +199,36 @@ def locate(video: np.ndarray) -> np.ndarray:
 
 def to_record(sample: Sample, index: int, tokenizer: PatchTokenizer, vocab: tokens.Vocab):
   """The sample as a `records.Record` (id "synthetic-<index>", caption and sizes filled in)."""
-  from lumos_jax.data import records  # only the record writer needs it
   grid = tokenizer.cfg.grid
   return records.Record(tokens=to_tokens(sample, tokenizer, vocab), id=f"synthetic-{index}",
                         caption=sample.caption, fps=tokenizer.cfg.fps,
                         duration=tokenizer.cfg.duration, frames=tokenizer.cfg.frames,
                         latent_h=grid, latent_w=grid, source="synthetic")
+
+
+def samples(count: int, seed: int, cfg: SyntheticConfig = SyntheticConfig(), progress=None):
+  """Records of samples 0..count-1 of the dataset `seed`, in the compact vocabulary (a generator:
+  the one source of the dataset for the record writer and the TFDS builder)."""
+  tokenizer, vocab = PatchTokenizer(cfg), tokens.Vocab.compact()
+  for i in range(count):
+    yield to_record(generate(seed, i, cfg), i, tokenizer, vocab)
+    if progress:
+      progress(i + 1, 0)
+
+
+def write(out_dir, count: int, seed: int, cfg: SyntheticConfig = SyntheticConfig(),
+          shard_size: int = records.DEFAULT_SHARD_SIZE, log=sys.stderr) -> int:
+  """Writes samples 0..count-1 of the dataset `seed` as a record directory; returns the count.
+
+  Progress lines (rate, ETA) go to `log`. The metadata records the generator settings.
+  """
+  progress = Progress(count, "synthetic", log) if log else None
+  return records.write_records(out_dir, samples(count, seed, cfg, progress), shard_size=shard_size,
+                               vocab=tokens.Vocab.compact(),
+                               args={"command": "synthetic", **dataclasses.asdict(cfg),
+                                     "seed": seed, "count": count})
+
+
+def config_of_run(run_cfg) -> SyntheticConfig:
+  """The video geometry of a training run on this dataset (its frame count is data.max_frames)."""
+  return SyntheticConfig(frames=run_cfg.data.max_frames)

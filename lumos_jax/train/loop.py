@@ -1,0 +1,169 @@
+"""The training loop: `train(cfg, workdir)` builds the data, restores or initialises the state, runs
+the jitted step with evaluation, logging and checkpoints, and stops cleanly on SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import signal
+import time
+
+import jax
+import numpy as np
+from clu import parameter_overview
+from flax import nnx
+
+from lumos_jax import checkpoint, config as config_lib, masking, sharding
+from lumos_jax.data import pipeline, records
+from lumos_jax.synthetic import dataset as synthetic
+from lumos_jax.train import checkpointer, distributed, metrics, optim
+from lumos_jax.train.step import Functions, build_functions
+
+log = logging.getLogger("lumos_jax.train")
+
+
+def data_sources(cfg, workdir: pathlib.Path, vocab):
+  """(train sources, weights, eval source or None); generates the synthetic dataset if absent."""
+  d = cfg.data
+  if d.kind == "synthetic":
+    for split, count, seed in (("train", d.synthetic_count, d.synthetic_seed),
+                               ("eval", d.synthetic_eval_count, d.synthetic_seed + 1)):
+      path = workdir / "data" / split
+      if jax.process_index() == 0 and not (path / records.METADATA).exists():
+        synthetic.write(path, count, seed)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("synthetic data written")
+    train, weights, eval_dir = [workdir / "data" / "train"], None, workdir / "data" / "eval"
+  elif d.kind == "records":
+    train, weights, eval_dir = [pathlib.Path(p) for p in d.train], d.get("weights"), d.get("eval")
+  else:
+    raise ValueError(f"config field data.kind={d.kind!r}: expected 'synthetic' or 'records'")
+  sources = [records.RecordSource(p) for p in train]
+  for p, s in zip(train, sources):
+    if s.vocab.size > vocab.size or s.vocab.visual_offset != vocab.visual_offset:
+      raise ValueError(f"records in {p} use a vocabulary ({s.vocab.size} ids) that config field "
+                       f"vocab={cfg.vocab!r} ({vocab.size} ids) does not match")
+  return sources, weights, (records.RecordSource(eval_dir) if eval_dir else None)
+
+
+def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig:
+  d = cfg.data
+  return pipeline.PipelineConfig(
+      seq_len=d.seq_len, batch_size=d.batch_size // jax.process_count(), seed=cfg.seed,
+      max_frames=d.max_frames, mask=masking.MaskConfig(**d.mask),
+      cfg_drop=0.0 if eval_split else d.cfg_drop, num_epochs=1 if eval_split else None,
+      workers=0 if eval_split else d.workers, strides=tuple(d.strides),
+      max_lookahead=cfg.model.max_lookahead)
+
+
+def evaluate(eval_fn, params, source, cfg, vocab, batch_sh) -> dict:
+  """Mean eval loss and loss per frame index over (at most cfg.eval_batches of) the eval split."""
+  ds = pipeline.build([source], pipeline_config(cfg, eval_split=True), vocab)
+  sums = counts = 0.0
+  for i, batch in enumerate(ds):
+    if i >= cfg.eval_batches:
+      break
+    out = jax.device_get(eval_fn(params, global_batch(batch, batch_sh)))
+    sums, counts = sums + out["loss_sum"], counts + out["n_tokens"]
+  per_frame = np.asarray(sums) / np.maximum(counts, 1)
+  result = {"eval_loss": float(np.sum(sums) / max(np.sum(counts), 1))}
+  result.update({f"eval_loss_frame{f}": float(v) for f, v in enumerate(per_frame)})
+  return result
+
+
+def global_batch(local: dict, shardings: dict) -> dict:
+  """This process's numpy batch -> global jax.Arrays sharded over the data axes."""
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+          for k, v in local.items()}
+
+
+def train(cfg, workdir) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
+  distributed.setup_distributed(cfg)
+  if jax.process_index() != 0:
+    log.setLevel(logging.WARNING)  # one process reports progress; warnings come from all
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh_shape, model_cfg, vocab = config_lib.validate(cfg, jax.device_count(), jax.process_count())
+  if jax.process_index() == 0:  # what `python -m lumos_jax.sample --workdir` rebuilds the model from
+    config_lib.save_run(cfg, workdir)
+  mesh = sharding.make_mesh(mesh_shape)
+  sources, weights, eval_source = data_sources(cfg, workdir, vocab)
+  data_iter = iter(pipeline.build(sources, pipeline_config(cfg), vocab, weights=weights))
+
+  fns = build_functions(cfg, mesh, model_cfg)
+  with jax.set_mesh(mesh):
+    ckpt = checkpointer.Checkpointer(checkpoint.directory(workdir), keep=cfg.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is None:
+      state = fns.init()
+      log.info("parameters:\n%s", parameter_overview.get_parameter_overview(
+          nnx.to_pure_dict(state["params"]), include_stats=False))
+    else:
+      log.info("resuming from step %d in %s", latest, workdir)
+      state = ckpt.restore(latest, checkpoint.abstract_like(fns.abstract_state, fns.state_sh),
+                           data_iter)
+    return _loop(cfg, workdir, state, fns, data_iter, eval_source, ckpt, model_cfg, vocab)
+
+
+def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, model_cfg,
+          vocab) -> dict:
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  writer = metrics.MetricsWriter(workdir)
+  step = int(jax.device_get(state["step"]))
+  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+  flops = metrics.train_flops_per_token(model_cfg, cfg.data.seq_len)
+  last, t_last, steps_since, window = {}, time.perf_counter(), 0, None
+  if step == 0 and eval_source is not None and cfg.eval_every:  # the initial validation loss
+    writer.write(0, evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh))
+  try:
+    while step < cfg.steps and stop["signal"] is None:
+      if cfg.profile_steps and step == cfg.profile_steps[0] and jax.process_index() == 0:
+        jax.profiler.start_trace(str(workdir / "profile"))  # view with TensorBoard / Perfetto
+      state, step_metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
+      window = step_metrics if window is None else window.merge(step_metrics)
+      step += 1
+      if cfg.profile_steps and step == cfg.profile_steps[1] and jax.process_index() == 0:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+      steps_since += 1
+      logged = step % cfg.log_every == 0 or step == cfg.steps
+      if logged:
+        means = {k: float(v) for k, v in jax.device_get(window.compute()).items()}
+        now = time.perf_counter()
+        sps = steps_since / (now - t_last)
+        t_last, steps_since, window = now, 0, None
+        last = {**means, "lr": float(optim.schedule(cfg.optim, cfg.steps)(step - 1)),
+                "steps_per_sec": sps, "tokens_per_sec": sps * tokens_per_step,
+                "skipped": int(jax.device_get(state["skipped"]))}
+        if cfg.peak_flops_per_device:
+          last["mfu"] = (sps * tokens_per_step * flops
+                         / (cfg.peak_flops_per_device * jax.device_count()))
+        writer.write(step, last)
+        log.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s %.0f tokens/s "
+                 "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"], sps,
+                 last["tokens_per_sec"], (cfg.steps - step) / max(sps, 1e-9))
+      checkpoint_now = (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                        or stop["signal"] is not None)
+      # Reading device values syncs the host with the device: only where we log or save anyway.
+      bad = int(jax.device_get(state["bad_streak"])) if logged or checkpoint_now else 0
+      if bad > cfg.max_bad_steps:
+        raise RuntimeError(f"{bad} consecutive steps had a non-finite loss or gradient (limit "
+                           f"config field max_bad_steps={cfg.max_bad_steps}); stopping at step "
+                           f"{step}. The last checkpoint holds finite parameters.")
+      if eval_source is not None and cfg.eval_every and step % cfg.eval_every == 0:
+        result = evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh)
+        writer.write(step, result)
+        log.info("step %d eval %s", step, json.dumps(result))
+      if checkpoint_now:
+        ckpt.save(step, state, data_iter, force=True)
+    if stop["signal"] is not None:
+      log.warning("signal %s: saved a checkpoint at step %d, exiting", stop["signal"], step)
+  finally:
+    ckpt.close()
+    writer.close()
+    signal.signal(signal.SIGTERM, previous)
+  return last
