@@ -1,4 +1,5 @@
-"""Random sequences and layouts for tests (compact vocabulary, small frames); the repository root."""
+"""Random sequences, layouts and records for tests (compact vocabulary, small frames); the repo
+root."""
 import pathlib
 
 import numpy as np
@@ -15,9 +16,10 @@ def random_sample(rng: np.random.Generator, *, max_text=6, max_frames=3, max_hw=
   h, w = (int(x) for x in rng.integers(1, max_hw + 1, size=2))
   frames = rng.integers(0, VOCAB.visual_size, size=(t, h, w))
   text_ids = None if text is False else rng.integers(
-      VOCAB.number_zero + VOCAB.number_count, VOCAB.visual_offset, size=int(rng.integers(1, max_text + 1)))
-  return tokens.build(text_ids, frames, fps=int(rng.integers(1, 30)), duration=int(rng.integers(1, 8)),
-                      vocab=VOCAB)
+      VOCAB.number_zero + VOCAB.number_count, VOCAB.visual_offset,
+      size=int(rng.integers(1, max_text + 1)))
+  return tokens.build(text_ids, frames, fps=int(rng.integers(1, 30)),
+                      duration=int(rng.integers(1, 8)), vocab=VOCAB)
 
 
 def random_packed_batch(rng: np.random.Generator, batch: int, length: int, **kw):
@@ -38,3 +40,15 @@ def random_packed_batch(rng: np.random.Generator, batch: int, length: int, **kw)
     layouts.append(layout)
   stacked = {f: np.stack([getattr(x, f) for x in layouts]) for f in vars(layouts[0])}
   return np.stack(ids_rows).astype(np.int32), stacked
+
+
+def random_records(n=40, seed=0):
+  """n record dicts {"id", "tokens"} of random samples, the pipeline's input."""
+  rng = np.random.default_rng(seed)
+  return [{"id": f"r{i}", "tokens": random_sample(rng).tolist()} for i in range(n)]
+
+
+def pipeline_config():
+  """The pipeline settings the pipeline tests share (imported lazily: helpers stays jax-free)."""
+  from lumos_jax.data import pipeline
+  return pipeline.PipelineConfig(seq_len=96, batch_size=4, seed=3, max_frames=2)

@@ -2,10 +2,11 @@
 
 Each step directory holds the items named in `lumos_jax.checkpoint`: `params`, `train_state`
 (optimizer state, step counters, RNG; both pytrees saved with StandardSave, every process writing
-its shards) and `data` (the grain iterator position, one small JSON file per process). Saves are asynchronous and atomic (orbax writes to a temporary directory
-and renames it), so a process killed mid-save leaves the previous step restorable. Restoring takes
-an abstract state whose leaves carry shardings on the *current* mesh, so a checkpoint written on 8
-devices restores on 1, 2 or 4. A checkpoint written by another number of processes has no iterator
+its shards) and `data` (the grain iterator position, one small JSON file per process). Saves are
+asynchronous and atomic (orbax writes to a temporary directory and renames it), so a process
+killed mid-save leaves the previous step restorable. Restoring takes an abstract state whose
+leaves carry shardings on the *current* mesh, so a checkpoint written on 8 devices restores on
+1, 2 or 4. A checkpoint written by another number of processes has no iterator
 state for this process: the stream is then repositioned from the saved positions (the pipeline's
 stream does not depend on the process count; see lumos_jax.data.pipeline).
 """
@@ -84,6 +85,7 @@ def _repositioned(data_dir: pathlib.Path) -> dict:
   consumed = state["next_index"] * old_count
   p, n = jax.process_index(), jax.process_count()
   logging.getLogger("lumos_jax.train").warning(
-      "checkpoint written by %d process(es), resuming on %d: data stream repositioned to element %d",
+      "checkpoint written by %d process(es), resuming on %d: data stream repositioned to "
+      "element %d",
       old_count, n, consumed)
   return {"next_index": max(0, math.ceil((consumed - p) / n))}

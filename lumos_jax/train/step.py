@@ -1,17 +1,10 @@
-"""The training state and the pure train step.
+"""The pure train and eval steps, and their jit wiring.
 
-State (a plain pytree, what checkpoints hold besides the data iterator):
-  params     the decoder's parameters: an `nnx.State` of float32 arrays
-  opt        the optax state
-  step       int32, batches consumed (applied or skipped)
-  skipped    int32, updates skipped because the loss or a gradient was not finite
-  bad_streak int32, consecutive skipped updates (the loop stops the run past a limit)
-  rng        a PRNG key, advanced every step (the step itself draws nothing: masking is data)
-
-`train_step(state, batch) -> (state, metrics)` is pure; `build_functions` below jits it (and the
-eval and init functions) with explicit shardings and a donated state. Gradient accumulation runs `accum_steps` micro-batches with a
-scan and divides the summed gradients by the total number of loss tokens, so the update is the
-same as one big batch.
+`train_step(state, batch) -> (state, metrics)` is pure over the state of `lumos_jax.train.state`;
+`build_functions` below jits it (and the eval and init functions) with explicit shardings and a
+donated state. Gradient accumulation runs `accum_steps` micro-batches with a scan and divides
+the summed gradients by the total number of loss tokens, so the update is the same as one big
+batch.
 """
 
 import dataclasses
@@ -53,7 +46,8 @@ def batch_loss(params, batch, *, graphdef, model_cfg: ModelConfig, loss_chunk: i
 
 def train_step(state: dict, batch: dict, *, tx: optax.GradientTransformation, accum_steps: int,
                **loss_kw) -> tuple[dict, TrainMetrics]:
-  """One optimizer step on `batch` (arrays [B, L...]); skips the update if anything is not finite."""
+  """One optimizer step on `batch` (arrays [B, L...]); skips the update if anything is not
+  finite."""
   grad_fn = jax.grad(functools.partial(batch_loss, **loss_kw), has_aux=True)
   micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
 

@@ -2,7 +2,6 @@
 (bitwise on CPU), 2 processes x 4 devices = 1 x 8, and restoring on another device count."""
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -14,59 +13,33 @@ import pytest
 
 from lumos_jax import config, model as model_lib
 from lumos_jax.train import optim, state as state_lib, step as step_lib
+from runs import losses as _losses, train_command
 from helpers import REPO, VOCAB, random_packed_batch
 
 TINY = config.load("tiny")
 
 
+# The kill point is drawn from this seed: set LUMOS_KILL_SEED to replay a failure.
+KILL_SEED = int(os.environ.get("LUMOS_KILL_SEED", "0"))
+
+
 def _run_cmd(workdir, *overrides, devices=8):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "lumos_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
-         "--config.steps=40", "--config.checkpoint_every=10", *overrides]
-  return cmd, env
+  return train_command(workdir, *overrides, devices=devices)
 
 
-def _losses(workdir, *, running: bool = False) -> dict:
-  """step -> loss from metrics.jsonl; a step logged again after a restart overrides the first.
-
-  `running`: the writer may be mid-line, so an unfinished last line is ignored.
-  """
-  text = (pathlib.Path(workdir) / "metrics.jsonl").read_text()
-  lines = text.splitlines()
-  if running and not text.endswith("\n"):
-    lines = lines[:-1]
-  out = {}
-  for line in lines:
-    row = json.loads(line)
-    if "loss" in row:
-      out[row["step"]] = row["loss"]
-  return out
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("reference")
-  cmd, env = _run_cmd(workdir)
-  subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
-  losses = _losses(workdir)
-  assert sorted(losses) == list(range(1, 41))
-  assert losses[40] < losses[1] - 0.5  # it learns
-  return workdir, losses
-
-
-def _interrupt_and_resume(tmp_path, reference, send, *overrides):
+def _interrupt_and_resume(tmp_path, reference, send, *overrides, seed=KILL_SEED):
   workdir = tmp_path / "run"
   cmd, env = _run_cmd(workdir, *overrides)
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  target = int(np.random.default_rng().integers(15, 30))  # a random step after the step-10 save
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  target = int(np.random.default_rng(seed).integers(15, 30))  # a step after the step-10 save
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
     if (workdir / "metrics.jsonl").exists() and max(_losses(workdir, running=True),
                                                      default=0) >= target:
       break
     time.sleep(0.02)
-  assert proc.poll() is None, "the run finished before it could be interrupted"
+  assert proc.poll() is None, f"the run finished before step {target} (LUMOS_KILL_SEED={seed})"
   send(proc)
   proc.wait(timeout=120)
   first = _losses(workdir)
@@ -74,28 +47,28 @@ def _interrupt_and_resume(tmp_path, reference, send, *overrides):
   subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
   losses = _losses(workdir)
   assert sorted(losses) == list(range(1, 41))
-  assert losses == reference  # bitwise: same floats, every step
+  assert losses == reference, f"interrupted at step {target} (LUMOS_KILL_SEED={seed})"  # bitwise
   return first, saved, proc.returncode
 
 
-def test_resume_after_kill_9_is_bitwise_identical(tmp_path, reference_run):
-  first, saved, rc = _interrupt_and_resume(tmp_path, reference_run[1],
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_run):
+  first, saved, rc = _interrupt_and_resume(tmp_path, tiny_run[1],
                                            lambda p: p.send_signal(signal.SIGKILL))
   assert rc == -signal.SIGKILL and max(first) < 40
   assert saved and max(saved) <= max(first)  # the restart resumed from a checkpoint
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, reference_run):
-  first, saved, rc = _interrupt_and_resume(tmp_path, reference_run[1],
+def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_run):
+  first, saved, rc = _interrupt_and_resume(tmp_path, tiny_run[1],
                                            lambda p: p.send_signal(signal.SIGTERM))
   assert rc == 0
   assert max(saved) >= max(first)  # the step it stopped at (or a later one) was checkpointed
 
 
-def test_kill_9_during_async_saves_keeps_a_restorable_checkpoint(tmp_path, reference_run):
+def test_kill_9_during_async_saves_keeps_a_restorable_checkpoint(tmp_path, tiny_run):
   """Saving every step keeps an asynchronous save in flight almost always: a kill -9 lands in one,
   and the restart must still find a complete earlier checkpoint and continue bitwise."""
-  first, saved, rc = _interrupt_and_resume(tmp_path, reference_run[1],
+  first, saved, rc = _interrupt_and_resume(tmp_path, tiny_run[1],
                                            lambda p: p.send_signal(signal.SIGKILL),
                                            "--config.checkpoint_every=1")
   assert rc == -signal.SIGKILL and saved and max(saved) <= max(first) < 40
@@ -162,25 +135,28 @@ def test_gradient_accumulation_matches_one_batch():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_two_processes_match_one_and_restore_on_one_device(tmp_path, reference_run):
+def test_two_processes_match_one_and_restore_on_one_device(tmp_path, tiny_run):
   """2 processes x 4 CPU devices give the 1 x 8 losses; their checkpoint resumes on 1 device."""
   workdir = tmp_path / "multi"
-  env = dict(os.environ, PYTHON=sys.executable, DEVICES_PER_PROCESS="4", LOG_DIR=str(tmp_path / "logs"))
-  subprocess.run(["bash", "launch/local.sh", "2", "--config=configs/tiny.py", f"--workdir={workdir}",
-                  "--config.steps=20", "--config.checkpoint_every=10"], env=env, cwd=REPO,
+  env = dict(os.environ, PYTHON=sys.executable, DEVICES_PER_PROCESS="4",
+             LOG_DIR=str(tmp_path / "logs"))
+  subprocess.run(["bash", "launch/local.sh", "2", "--config=configs/tiny.py",
+                  f"--workdir={workdir}", "--config.steps=20", "--config.checkpoint_every=10"],
+                 env=env, cwd=REPO,
                  check=True, timeout=600, capture_output=True)
-  reference = reference_run[1]
+  reference = tiny_run[1]
   multi = _losses(workdir)
   assert sorted(multi) == list(range(1, 21))
   np.testing.assert_allclose([multi[s] for s in range(1, 21)], [reference[s] for s in range(1, 21)],
                              rtol=1e-5)
   cmd, env1 = _run_cmd(workdir, "--config.mesh=(1,1,1)", devices=1)
   cmd = [c if not c.startswith("--config.steps") else "--config.steps=24" for c in cmd]
-  out = subprocess.run(cmd, env=env1, cwd=REPO, check=True, timeout=600, capture_output=True, text=True)
+  out = subprocess.run(cmd, env=env1, cwd=REPO, check=True, timeout=600, capture_output=True,
+                       text=True)
   assert "resuming from step 20" in out.stdout
   resumed = _losses(workdir)
-  np.testing.assert_allclose([resumed[s] for s in range(21, 25)], [reference[s] for s in range(21, 25)],
-                             rtol=1e-5)
+  np.testing.assert_allclose([resumed[s] for s in range(21, 25)],
+                             [reference[s] for s in range(21, 25)], rtol=1e-5)
 
 
 def test_outputs_eval_mfu_tensorboard_and_profile(tmp_path):
@@ -188,7 +164,11 @@ def test_outputs_eval_mfu_tensorboard_and_profile(tmp_path):
   cmd, env = _run_cmd(workdir, "--config.steps=4", "--config.eval_every=2",
                       "--config.eval_batches=1", "--config.peak_flops_per_device=1e9",
                       "--config.profile_steps=(1, 3)", "--config.log_every=2")
-  subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True)
+  run = subprocess.run(cmd, env=env, cwd=REPO, check=True, timeout=600, capture_output=True,
+                       text=True)
+  n_params = sum(x.size for x in jax.tree.leaves(
+      model_lib.abstract_model(config.model_config(TINY))[1]))
+  assert "parameters:" in run.stdout and f"Total: {n_params:,}" in run.stdout  # clu's table
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   evals = [r for r in rows if "eval_loss" in r]
   assert [r["step"] for r in evals] == [0, 2, 4]

@@ -1,27 +1,16 @@
-"""The grain pipeline: example contents, exact resume (also across processes and with workers),
-disjoint per-process shards, and robustness to fuzzed records."""
-import json
+"""The grain pipeline: example contents, exact resume in process, mixing, and robustness to fuzzed
+records (resume in a new process / with workers and per-process shards: tests/e2e)."""
 import logging
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
-import pytest
 
-from helpers import REPO, VOCAB, random_sample
+from helpers import VOCAB, pipeline_config, random_records, random_sample
 from lumos_jax import tokens
 from lumos_jax.data import pipeline
 
 
-
-def _records(n=40, seed=0):
-  rng = np.random.default_rng(seed)
-  return [{"id": f"r{i}", "tokens": random_sample(rng).tolist()} for i in range(n)]
-
-
-CFG = pipeline.PipelineConfig(seq_len=96, batch_size=4, seed=3, max_frames=2)
+CFG = pipeline_config()
+_records = random_records
 
 
 def _take(it, n):
@@ -77,39 +66,6 @@ def test_resume_in_process():
   _assert_batches_equal(_take(fresh, 5), full[3:])
 
 
-_RESUME_SCRIPT = textwrap.dedent("""
-    import json, sys, numpy as np
-    sys.path[:0] = ["tests", "tests/unit"]
-    from helpers import VOCAB
-    from test_pipeline import _records, CFG
-    import dataclasses
-    from lumos_jax.data import pipeline
-    workers, state = int(sys.argv[1]), json.loads(sys.argv[2])
-    cfg = dataclasses.replace(CFG, workers=workers)
-    it = iter(pipeline.build([_records()], cfg, VOCAB, process_index=0, process_count=1))
-    it.set_state(state)
-    out = [next(it) for _ in range(4)]
-    np.savez(sys.argv[3], **{f"{i}_{k}": v for i, b in enumerate(out) for k, v in b.items()})
-""")
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_in_a_new_process(tmp_path, workers):
-  import dataclasses
-  cfg = dataclasses.replace(CFG, workers=workers)
-  records = _records()
-  it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
-  _take(it, 3)
-  state = it.get_state()
-  expected = _take(it, 4)
-  out = tmp_path / "next.npz"
-  subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(workers), json.dumps(state), str(out)],
-                 cwd=REPO, check=True, timeout=300)
-  got = np.load(out)
-  got = [{k: got[f"{i}_{k}"] for k in pipeline.FIELDS} for i in range(4)]
-  _assert_batches_equal(got, expected)
-
-
 def test_fuzzed_records_are_rejected_and_valid_ones_pass(caplog):
   rng = np.random.default_rng(7)
   valid = _records(50, seed=1)
@@ -146,40 +102,6 @@ def test_fuzzed_records_are_rejected_and_valid_ones_pass(caplog):
   assert any("more than max_record_tokens" in m for m in skipped)
   assert any("row length disagrees" in m for m in skipped)
   assert any("outside the vocabulary" in m for m in skipped)
-
-
-_SHARD_SCRIPT = textwrap.dedent("""
-    import os, sys, json
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    import jax
-    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
-                               process_id=int(sys.argv[2]), initialization_timeout=60)
-    assert jax.device_count() == 8 and jax.local_device_count() == 4
-    sys.path[:0] = ["tests", "tests/unit"]
-    from helpers import VOCAB
-    from test_pipeline import _records
-    from lumos_jax.data import pipeline
-    cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0, num_epochs=1)
-    seen = [b["targets"][0][b["valid"][0]].tolist() for b in pipeline.build([_records(41)], cfg, VOCAB)]
-    print("SEEN" + json.dumps(seen))
-""")
-
-
-def test_two_processes_read_disjoint_shards():
-  import portpicker
-  port = portpicker.pick_unused_port()
-  procs = [subprocess.Popen([sys.executable, "-c", _SHARD_SCRIPT, f"127.0.0.1:{port}", str(i)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  seen = []
-  for p in procs:
-    out, err = p.communicate(timeout=180)
-    assert p.returncode == 0, err[-2000:]
-    seen.append([tuple(x) for x in json.loads(out.split("SEEN", 1)[1])])
-  assert set(seen[0]).isdisjoint(seen[1])
-  assert sorted(seen[0] + seen[1]) == sorted(tuple(r["tokens"]) for r in _records(41))
-  assert abs(len(seen[0]) - len(seen[1])) <= 1
 
 
 def test_sources_mix_by_weight():
