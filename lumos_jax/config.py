@@ -45,14 +45,18 @@ def load_run(workdir) -> ml_collections.ConfigDict:
 
 
 def validate(cfg, n_devices: int, n_processes: int = 1):
-  """Checks a training config before anything compiles; returns (mesh shape, model config, vocab)."""
+  """Checks a training config before anything compiles.
+
+  Returns (mesh shape, model config, vocabulary); raises ValueError naming the config field.
+  """
   for field in ("steps", "checkpoint_every", "seed", "log_every"):
     if not isinstance(cfg.get(field), int):
       raise ValueError(f"config field {field} must be an int, got {cfg.get(field)!r}")
   try:
     shape = sharding.resolve_mesh_shape(cfg.mesh, n_devices)
   except ValueError as e:
-    raise ValueError(f"config field mesh: {e}") from e
+    raise ValueError(f"config field mesh={tuple(cfg.mesh)} does not divide the {n_devices} "
+                     f"devices: {e}") from e
   model_cfg = model_config(cfg)  # head_dim / MM-RoPE, GQA, vocabulary size
   batch_shards = shape[0] * shape[1]
   if cfg.data.batch_size % (batch_shards * cfg.optim.accum_steps):
@@ -111,9 +115,13 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   cfg.optim = ml_collections.ConfigDict(dict(
       lr=1e-4, min_lr=1e-4, warmup_steps=100, schedule="constant", b1=0.9, b2=0.95, eps=1e-8,
       weight_decay=0.1, clip=4.0, accum_steps=1))
+  # kind: "records" (train/weights/eval: record directories), "synthetic" (generated into
+  # WORKDIR/data), "tfds" (a prepared TFDS dataset of lumos_jax.data.tfds: tfds_name such as
+  # "lumos_synthetic/tiny", tfds_data_dir "" for TFDS's default; tfds_eval_split "" for no eval).
   cfg.data = ml_collections.ConfigDict(dict(
       kind="records", train=(), weights=None, eval=None,
       synthetic_count=2000, synthetic_eval_count=64, synthetic_seed=0,
+      tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))
   cfg.distributed = ml_collections.ConfigDict(dict(

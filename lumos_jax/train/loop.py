@@ -38,14 +38,21 @@ def data_sources(cfg, workdir: pathlib.Path, vocab):
     train, weights, eval_dir = [workdir / "data" / "train"], None, workdir / "data" / "eval"
   elif d.kind == "records":
     train, weights, eval_dir = [pathlib.Path(p) for p in d.train], d.get("weights"), d.get("eval")
+  elif d.kind == "tfds":  # imported here: tensorflow_datasets only for runs that read TFDS
+    from lumos_jax.data import tfds as tfds_data
+    train_source, eval_source = tfds_data.sources_from_config(d)
+    sources, weights = [train_source], None
   else:
-    raise ValueError(f"config field data.kind={d.kind!r}: expected 'synthetic' or 'records'")
-  sources = [records.RecordSource(p) for p in train]
-  for p, s in zip(train, sources):
+    raise ValueError(f"config field data.kind={d.kind!r}: expected 'synthetic', 'records' or "
+                     "'tfds'")
+  if d.kind != "tfds":
+    sources = [records.RecordSource(p) for p in train]
+    eval_source = records.RecordSource(eval_dir) if eval_dir else None
+  for s in sources + ([] if eval_source is None else [eval_source]):
     if s.vocab.size > vocab.size or s.vocab.visual_offset != vocab.visual_offset:
-      raise ValueError(f"records in {p} use a vocabulary ({s.vocab.size} ids) that config field "
+      raise ValueError(f"{s!r} uses a vocabulary ({s.vocab.size} ids) that config field "
                        f"vocab={cfg.vocab!r} ({vocab.size} ids) does not match")
-  return sources, weights, (records.RecordSource(eval_dir) if eval_dir else None)
+  return sources, weights, eval_source
 
 
 def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig:
@@ -87,7 +94,7 @@ def train(cfg, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh_shape, model_cfg, vocab = config_lib.validate(cfg, jax.device_count(), jax.process_count())
-  if jax.process_index() == 0:  # what `python -m lumos_jax.sample --workdir` rebuilds the model from
+  if jax.process_index() == 0:  # what `python -m lumos_jax.sample` rebuilds the model from
     config_lib.save_run(cfg, workdir)
   mesh = sharding.make_mesh(mesh_shape)
   sources, weights, eval_source = data_sources(cfg, workdir, vocab)
