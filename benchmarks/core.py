@@ -1,6 +1,7 @@
 """Core measurements (compile-only, no allocation): attention FLOPs, loss memory, parameter counts.
 
 Run: python benchmarks/core.py            (CPU is fine: everything comes from XLA's analyses)
+No flags (absl's --help and logging flags only); exit code 0 when the targets below are met, else 1.
 
 1. Attention FLOPs (`cost_analysis()`) for one 384p video sample (text prefix + 7 frames of 4,084
    tokens), fast ("xla", query-blocked) and dense, as ratios to the FLOPs of the allowed (q, k)
@@ -10,7 +11,6 @@ Run: python benchmarks/core.py            (CPU is fine: everything comes from XL
 3. Parameter counts of configs/lumos_1b.py and configs/lumos_3b.py.
 """
 import os
-import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -18,6 +18,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app
 from flax import nnx
 
 from lumos_jax import attention, config, loss, tokens
@@ -45,9 +46,10 @@ def attention_flops(text_len=300, frames=7, grid=(48, 84), head_dim=128, heads=(
         q, k, v, s, e, impl=impl, block_q=block_q, max_lookahead=lay.max_lookahead))
     t0 = time.time()
     compiled = f.lower(q, kv, kv, ranges, ranges).compile()
-    rows.append((impl, _flops(compiled) / allowed_flops, compiled.memory_analysis().temp_size_in_bytes,
-                 time.time() - t0))
-  print(f"\n## Attention FLOPs: {frames} frames x {lay.frame[lay.frame >= 0].size // frames} tokens "
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    rows.append((impl, _flops(compiled) / allowed_flops, temp, time.time() - t0))
+  frame_tokens = lay.frame[lay.frame >= 0].size // frames
+  print(f"\n## Attention FLOPs: {frames} frames x {frame_tokens} tokens "
         f"+ {text_len}-token text, L={length}, head_dim={head_dim}, heads={hq}/{hkv}, "
         f"block_q={block_q}, max_lookahead={lay.max_lookahead}")
   print(f"allowed pairs {allowed_pairs:,} of {length * length:,} "
@@ -77,7 +79,8 @@ def loss_memory(length=32_768, d=2_048, vocab=129_536, chunk=256):
                                           head_text=ht)[0], argnums=(0, 1, 2)))
     compiled = f.lower(hidden, head_text, head_visual, targets, weights).compile()
     temps[name] = compiled.memory_analysis().temp_size_in_bytes
-  print(f"\n## Loss value_and_grad temp memory: L={length:,}, d={d:,}, vocab={vocab:,}, chunk={chunk}")
+  print(f"\n## Loss value_and_grad temp memory: L={length:,}, d={d:,}, vocab={vocab:,}, "
+        f"chunk={chunk}")
   print("| loss | temp MiB |")
   print("|---|---|")
   for name, temp in temps.items():
@@ -99,7 +102,9 @@ def parameter_counts():
           f"{cfg.mlp_dim} | {n:,} ({n / 1e9:.2f}B) |")
 
 
-def main():
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}: core.py takes no arguments")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
   ratios = attention_flops()
   attention_flops(head_dim=64, heads=(32, 8))  # the 1B head shape
@@ -111,4 +116,4 @@ def main():
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

@@ -16,43 +16,48 @@ frame, ~5 min, and a second pass would not fit a 10-minute device call). FLOP-bo
 time = useful FLOPs / the rate of a large matmul measured in the same run, in the model's compute
 dtype (--peak_tflops overrides). Useful FLOPs per decoding step: the forward of both CFG rows'
 frame tokens through every layer (matmul weights + attention over the keys each query may see +
-the visual head); the full-recomputation path also recomputes every earlier token at every step.
+the visual head: `lumos_jax.train.metrics.forward_flops_per_token`, the one FLOP model); the
+full-recomputation path also recomputes every earlier token at every step.
 """
-import argparse
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 from flax import nnx
 
 from lumos_jax import config, sample, tokens
-from lumos_jax.synthetic import dataset as synthetic
 from lumos_jax.model import Decoder
+from lumos_jax.train.metrics import forward_flops_per_token
 
 SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
     "demo": ("demo", 8, 8, 8, 16, 3.0),
     "1b": ("lumos_1b", 32, 56, 7, 50, 15.0),
 }
 
-
-def forward_flops(mc, queries: int, keys: float) -> float:
-  """Forward FLOPs of `queries` tokens attending `keys` keys each on average, incl. visual head."""
-  qkvo = mc.d_model * mc.head_dim * (2 * mc.n_heads + 2 * mc.n_kv_heads)
-  layer = qkvo + 3 * mc.d_model * mc.mlp_dim
-  head = mc.d_model * (mc.vocab_size - mc.visual_offset)
-  attention = 4 * mc.n_layers * mc.n_heads * mc.head_dim * keys  # QK^T and PV
-  return queries * (2 * (mc.n_layers * layer + head) + attention)
+flags.DEFINE_enum("model", "demo", sorted(SHAPES), "demo: CPU-sized; 1b: configs/lumos_1b.py")
+flags.DEFINE_string("workdir", "", "use a trained run's parameters (demo only; default: "
+                    "random weights)")
+flags.DEFINE_integer("steps", 0, "masked-decoding steps per frame (0: the model's default)",
+                     lower_bound=0)
+flags.DEFINE_integer("frames", 0, "latent frames (0: the model's default)", lower_bound=0)
+flags.DEFINE_bool("single_pass", False, "time the first pass (wall - compile) instead of a "
+                  "second pass")
+flags.DEFINE_float("peak_tflops", 0.0, "FLOP-bound rate in TFLOP/s (0: measure a matmul)")
+FLAGS = flags.FLAGS
 
 
 def useful_flops_per_frame(mc, prefix: int, block: int, frame: int, steps: int, cached: bool):
   """Useful FLOPs of decoding frame `frame` (0-based) for both CFG rows (cond length counted)."""
   end = prefix + (frame + 1) * block
-  own = steps * forward_flops(mc, 2 * block, end - block / 2)  # block-causal: own block + history
-  if cached:
-    return own + forward_flops(mc, 2 * block, end - block / 2)  # the history-masked cache write
-  return own + steps * forward_flops(mc, 2 * (end - block), (end - block) / 2)  # recomputed prefix
+  # Keys per query are approximations (a frame token sees its whole block, so the exact count of
+  # allowed pairs is 2-4% higher on both shapes); kept so that the README's numbers stay comparable.
+  own = steps * 2 * block * forward_flops_per_token(mc, end - block / 2)
+  if cached:  # plus one forward of the block that writes its history-masked keys to the cache
+    return own + 2 * block * forward_flops_per_token(mc, end - block / 2)
+  # Full recomputation: every step also reruns everything before the block.
+  return own + steps * 2 * (end - block) * forward_flops_per_token(mc, (end - block) / 2)
 
 
 class CompileClock:
@@ -84,16 +89,10 @@ def matmul_tflops(dtype, n: int = 8192 if jax.default_backend() == "gpu" else 20
   return 2 * n ** 3 / best / 1e12
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="demo", choices=sorted(SHAPES))
-  parser.add_argument("--workdir", default="", help="trained run (demo only)")
-  parser.add_argument("--steps", type=int, default=0, help="0: the model's default")
-  parser.add_argument("--frames", type=int, default=0, help="0: the model's default")
-  parser.add_argument("--single_pass", action="store_true",
-                      help="time the first pass (wall - compile) instead of a second pass")
-  parser.add_argument("--peak_tflops", type=float, default=0.0, help="0: measure a matmul")
-  args = parser.parse_args(argv)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}: generate.py takes --flags only")
+  args = FLAGS
   name, height, width, frames, steps, cfg_scale = SHAPES[args.model]
   frames, steps = args.frames or frames, args.steps or steps
   if args.workdir:
@@ -109,8 +108,8 @@ def main(argv=None):
   mc = sampler.cfg
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,
                            steps=steps, cfg_scale=cfg_scale,
-                           code_limit=(synthetic.PatchTokenizer().n_codes if args.model == "demo"
-                                       else 0))
+                           code_limit=(sample.synthetic_tokenizer(cfg).n_codes
+                                       if cfg.data.kind == "synthetic" else 0))
   text = (vocab.encode_text("a red circle moves left") if vocab.byte_text_offset is not None
           else np.arange(1000, 1080))  # any 80 text ids: timing does not depend on them
   p = sample.plan(vocab, text, sc, strides=sampler.strides)
@@ -150,4 +149,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

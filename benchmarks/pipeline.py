@@ -1,6 +1,6 @@
 """Input-pipeline throughput: samples/s and tokens/s with 0, 1 and 2 grain worker processes.
 
-Run: python benchmarks/pipeline.py [--batches 30]
+Run: python benchmarks/pipeline.py [--batches=30]
 
 Datasets:
   official: the 12 official video samples (../shared/data/lumos_official_samples) imported with
@@ -11,20 +11,22 @@ Datasets:
 Each measurement builds a fresh pipeline, takes one warm-up batch (worker start-up, first reads),
 then times the next `--batches` batches. Tokens count the real (non-padding) tokens.
 """
-import argparse
 import io
 import pathlib
-import sys
 import tempfile
 import time
 
-from absl import flags
+from absl import app, flags
 
 from lumos_jax import tokens
 from lumos_jax.data import official, pipeline, records
 from lumos_jax.synthetic import dataset as synthetic
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared/data/lumos_official_samples"
+
+flags.DEFINE_integer("batches", 30, "batches timed per measurement (after one warm-up batch)",
+                     lower_bound=1)
+FLAGS = flags.FLAGS
 
 
 def measure(source, cfg, vocab, batches):
@@ -37,11 +39,9 @@ def measure(source, cfg, vocab, batches):
   return batches * cfg.batch_size / secs, n_tokens / secs
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batches", type=int, default=30)
-  args = parser.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}: pipeline.py takes --flags only")
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="lumos_pipeline_bench_"))
   datasets = []
   if (SAMPLES / "pre_tokenize").is_dir():
@@ -59,16 +59,16 @@ def main(argv=None):
   datasets.append(("synthetic 8x8x8", records.RecordSource(tmp / "synthetic"), vocab,
                    dict(seq_len=704, batch_size=32, strides=(1, 4, 4))))
 
-  print(f"\n## Pipeline throughput ({args.batches} batches after one warm-up batch)")
+  print(f"\n## Pipeline throughput ({FLAGS.batches} batches after one warm-up batch)")
   print("| dataset | workers | samples/s | tokens/s |")
   print("|---|---|---|---|")
   for name, source, vocab, kw in datasets:
     for workers in (0, 1, 2):
       pcfg = pipeline.PipelineConfig(seed=0, workers=workers, **kw)
-      sps, tps = measure(source, pcfg, vocab, args.batches)
+      sps, tps = measure(source, pcfg, vocab, FLAGS.batches)
       print(f"| {name} | {workers} | {sps:,.1f} | {tps:,.0f} |", flush=True)
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+if __name__ == "__main__":  # app.run parses the flags grain's worker processes read
+  app.run(main)

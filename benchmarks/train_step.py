@@ -7,14 +7,14 @@ Run (CPU, 8 forced devices):
 For every config: the step is lowered with abstract inputs on the config's mesh (AOT, nothing is
 allocated) and compiled; `memory_analysis()` gives per-device argument/output/temp bytes and
 `cost_analysis()` the FLOPs (XLA counts a loop body once: with model.attention="xla_scan" the
-attention inside its `lax.map` is undercounted, so its TFLOP column is a lower bound). Configs listed in --run also execute `--run_steps` steps on random
-data for tokens/s and MFU (MFU needs --peak_tflops per device). The 1B/3B configs are compile-only
-here: with scan + remat + chunked loss their per-device footprint on an 8-device fsdp mesh should be
-about 1/8 of the single-device argument bytes plus activations.
+attention inside its `lax.map` is undercounted, so its TFLOP column is a lower bound). Configs
+listed in --run also execute `--run_steps` steps on random data for tokens/s and MFU (MFU needs
+--peak_tflops per device). `--mesh=1,8,1` overrides every config's mesh, `--attention=xla_scan`
+their model.attention. The 1B/3B configs are compile-only here: with scan + remat + chunked loss
+their per-device footprint on an 8-device fsdp mesh should be about 1/8 of the single-device
+argument bytes plus activations.
 """
-import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -23,6 +23,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 from lumos_jax import config, sharding
 from lumos_jax.train.loop import global_batch
@@ -30,6 +31,16 @@ from lumos_jax.train.step import build_functions
 from lumos_jax.data import pipeline
 
 GiB = 2 ** 30
+
+flags.DEFINE_list("configs", ["tiny", "demo", "lumos_1b", "lumos_3b"],
+                  "configs/<name>.py to measure")
+flags.DEFINE_list("run", ["tiny", "demo"], "configs that also execute --run_steps steps")
+flags.DEFINE_integer("run_steps", 3, "timed steps per config in --run, after one warm-up step "
+                     "(0: compile only)", lower_bound=0)
+flags.DEFINE_float("peak_tflops", 0.0, "per-device peak TFLOP/s, for MFU (0: no MFU)")
+flags.DEFINE_list("mesh", [], "override every config's mesh (data,fsdp,tensor), e.g. 1,8,1")
+flags.DEFINE_string("attention", "", "override model.attention (xla, xla_scan)")
+FLAGS = flags.FLAGS
 
 
 def abstract_batch(cfg, fns):
@@ -70,8 +81,10 @@ def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
-  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(fns.abstract_state["params"]))
-  row = dict(config=f"{name} ({cfg.model.attention})", mesh="x".join(map(str, mesh_shape)), compile_s=compile_s,
+  param_bytes = sum(x.size * x.dtype.itemsize
+                    for x in jax.tree.leaves(fns.abstract_state["params"]))
+  row = dict(config=f"{name} ({cfg.model.attention})", mesh="x".join(map(str, mesh_shape)),
+             compile_s=compile_s,
              arg_gib=mem.argument_size_in_bytes / GiB, out_gib=mem.output_size_in_bytes / GiB,
              temp_gib=mem.temp_size_in_bytes / GiB, state_gib_total=3 * param_bytes / GiB,
              tflop_per_device=flops / 1e12, tokens_per_s=None, mfu=None)
@@ -92,31 +105,29 @@ def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   return row
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", default="tiny,demo,lumos_1b,lumos_3b")
-  parser.add_argument("--run", default="tiny,demo", help="configs that also execute steps")
-  parser.add_argument("--run_steps", type=int, default=3)
-  parser.add_argument("--peak_tflops", type=float, default=0.0, help="per-device peak, for MFU")
-  parser.add_argument("--mesh", default="", help="override every config's mesh, e.g. 1,8,1")
-  parser.add_argument("--attention", default="", help="override model.attention (xla, xla_scan)")
-  args = parser.parse_args(argv)
-  mesh = tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}: train_step.py takes --flags only")
+  try:
+    mesh = tuple(int(x) for x in FLAGS.mesh) or None
+  except ValueError:
+    raise app.UsageError(f"--mesh={','.join(FLAGS.mesh)}: expected comma-separated integers "
+                         "(data,fsdp,tensor), e.g. --mesh=1,8,1") from None
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}")
   print("| config | mesh | compile s | args GiB/dev | out GiB/dev | temp GiB/dev | "
         "params+adam GiB total | TFLOP/step/dev | tokens/s | MFU |")
   print("|---|---|---|---|---|---|---|---|---|---|")
-  run = set(args.run.split(","))
-  for name in args.configs.split(","):
-    r = measure(name, mesh, args.run_steps if name in run else 0, args.peak_tflops,
-                args.attention or None)
+  for name in FLAGS.configs:
+    r = measure(name, mesh, FLAGS.run_steps if name in FLAGS.run else 0, FLAGS.peak_tflops,
+                FLAGS.attention or None)
     fmt = lambda v, f: "n/a" if v is None else format(v, f)
     print(f"| {r['config']} | {r['mesh']} | {r['compile_s']:.1f} | {r['arg_gib']:.3f} | "
           f"{r['out_gib']:.3f} | {r['temp_gib']:.3f} | {r['state_gib_total']:.3f} | "
-          f"{r['tflop_per_device']:.3f} | {fmt(r['tokens_per_s'], ',.0f')} | {fmt(r['mfu'], '.1%')} |",
+          f"{r['tflop_per_device']:.3f} | {fmt(r['tokens_per_s'], ',.0f')} | "
+          f"{fmt(r['mfu'], '.1%')} |",
           flush=True)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

@@ -1,11 +1,11 @@
 """Sampling from a trained run: `python -m lumos_jax.sample`.
 
   python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
-      --mode=t2v --frames=8 --steps=16 --cfg=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
+      --mode=t2v --frames=8 --steps=16 --guidance=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
 
 Writes the codes as `.npy` always and, for runs on the embedded synthetic dataset, the decoded
 frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever its suffix).
-Requests are checked before anything compiles.
+Requests are checked before anything compiles; `--help` lists every flag.
 
 Python API (notebooks):
   from lumos_jax import sample
@@ -14,6 +14,7 @@ Python API (notebooks):
                            sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
 """
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
@@ -61,14 +62,15 @@ def request(argv_flags, cfg, vocab):
   frames = total - n_given
   if frames < 1 or total > cfg.data.max_frames:
     raise ValueError(f"--frames={total}: this model was trained on at most "
-                     f"data.max_frames={cfg.data.max_frames} frames (positions beyond are untrained)")
+                     f"data.max_frames={cfg.data.max_frames} frames (positions beyond are "
+                     "untrained)")
   if vocab.byte_text_offset is None:
     raise ValueError("this run uses the official vocabulary: its prompts need the Chameleon BPE "
                      "tokenizer, which is not bundled; use the Python API with token ids")
   fps = cfg.data.get("fps", 4) if f.mode != "t2i" else 1
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
                            duration=max(1, total // fps) if f.mode != "t2i" else 1, steps=f.steps,
-                           cfg_scale=f.cfg, history_mask=f.history_mask,
+                           cfg_scale=f.guidance, history_mask=f.history_mask,
                            temperature=f.temperature, temperature_schedule=f.temperature_schedule,
                            top_k=f.top_k, top_p=f.top_p,
                            code_limit=(synthetic_tokenizer(cfg).n_codes
@@ -93,9 +95,12 @@ def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
   return paths
 
 
-def main(argv):
-  del argv
-  f = FLAGS
+def command(f, args: Sequence[str]) -> int:
+  """Samples for parsed flag values `f` (see `define_flags`) and the positional arguments `args`
+  (there must be none); prints each path written; returns 0."""
+  if args:
+    raise app.UsageError(f"unexpected arguments {list(args)}: the sampler takes --flags only "
+                         "(quote a prompt with spaces: --prompt=\"a red circle moves left\")")
   cfg = config_lib.load_run(f.workdir)
   vocab = config_lib.vocab(cfg)
   text, sc, given = request(f, cfg, vocab)  # every check before loading or compiling
@@ -103,32 +108,47 @@ def main(argv):
   codes = sampler.generate(text, sc, seed=f.seed, given=given, progress=True)
   for path in write_outputs(codes, f.out, cfg, f.prompt, fps=max(sc.fps, 1)):
     print(f"wrote {path}")
+  return 0
 
 
-FLAGS = flags.FLAGS
+def main(argv: Sequence[str]) -> int:
+  """The command in-process: `argv` is what follows `python -m lumos_jax.sample` (no program
+  name), parsed into a fresh flags.FlagValues, so it can be called repeatedly. Returns the exit
+  code (0); raises flags.Error for a bad command line (unknown or ill-typed flag, no --workdir),
+  app.UsageError for positional arguments, ValueError for a request the run cannot serve."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  return command(fv, fv(["sample", *argv])[1:])
 
 
-def define_flags():
-  flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints/)")
-  flags.DEFINE_string("prompt", "", "text prompt")
-  flags.DEFINE_string("mode", "t2v", "t2i | t2v | i2v")
-  flags.DEFINE_string("image", "", "i2v conditioning frame: .npy codes or an image (synthetic)")
-  flags.DEFINE_integer("frames", 0, "total latent frames (0: the trained data.max_frames)")
-  flags.DEFINE_integer("height", 0, "latent rows (0: the synthetic dataset's)")
-  flags.DEFINE_integer("width", 0, "latent columns (0: = height)")
-  flags.DEFINE_integer("steps", 50, "masked-decoding steps per frame")
-  flags.DEFINE_float("cfg", 15.0, "classifier-free guidance scale")
-  flags.DEFINE_float("history_mask", 0.7, "fraction of each finished frame masked in the cache")
-  flags.DEFINE_float("temperature", 1.0, "Gumbel confidence noise")
-  flags.DEFINE_enum("temperature_schedule", "cumulative", sample.SCHEDULES, "see lumos_jax.sample")
-  flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)")
-  flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)")
-  flags.DEFINE_integer("seed", 0, "sampling seed")
+def define_flags(fv: flags.FlagValues = flags.FLAGS):
+  """Defines the command's flags in `fv`: the global FLAGS when run as a script, a fresh set per
+  `main` call; importing this module defines none."""
+  flags.DEFINE_string("workdir", None, "training workdir (config.json + checkpoints/)",
+                      flag_values=fv)
+  flags.DEFINE_string("prompt", "", "text prompt", flag_values=fv)
+  flags.DEFINE_string("mode", "t2v", "t2i | t2v | i2v", flag_values=fv)
+  flags.DEFINE_string("image", "", "i2v conditioning frame: .npy codes or an image (synthetic)",
+                      flag_values=fv)
+  flags.DEFINE_integer("frames", 0, "total latent frames (0: the trained data.max_frames)",
+                       flag_values=fv)
+  flags.DEFINE_integer("height", 0, "latent rows (0: the synthetic dataset's)", flag_values=fv)
+  flags.DEFINE_integer("width", 0, "latent columns (0: = height)", flag_values=fv)
+  flags.DEFINE_integer("steps", 50, "masked-decoding steps per frame", flag_values=fv)
+  flags.DEFINE_float("guidance", 15.0, "classifier-free guidance scale", flag_values=fv)
+  flags.DEFINE_float("history_mask", 0.7, "fraction of each finished frame masked in the cache",
+                     flag_values=fv)
+  flags.DEFINE_float("temperature", 1.0, "Gumbel confidence noise", flag_values=fv)
+  flags.DEFINE_enum("temperature_schedule", "cumulative", sample.SCHEDULES,
+                    "see lumos_jax.sample", flag_values=fv)
+  flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)", flag_values=fv)
+  flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("out", "sample.gif", "output path: codes go to OUT.npy, synthetic runs' "
-                      "videos to OUT.gif and OUT.mp4")
-  flags.mark_flag_as_required("workdir")
+                      "videos to OUT.gif and OUT.mp4", flag_values=fv)
+  flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only for the command line: importing this module defines none
   define_flags()
-  app.run(main)
+  app.run(lambda argv: command(flags.FLAGS, argv[1:]))

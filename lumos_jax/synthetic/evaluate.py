@@ -1,11 +1,12 @@
 """Caption adherence of a model trained on the embedded synthetic dataset.
 
-  python -m lumos_jax.evaluate --workdir=/tmp/lumos_demo [--n=32] [--steps=16] [--cfg=3] [--json]
+  python -m lumos_jax.synthetic.evaluate --workdir=/tmp/lumos_demo [--n=32] [--steps=16] \\
+      [--guidance=3] [--step=K] [--json]
 
 Generates one video (text-to-video, `data.max_frames` frames) for each of the first N captions of
 the held-out eval split (the videos written to WORKDIR/data/eval: seed data.synthetic_seed + 1,
 never trained on; with 128 possible captions the captions themselves also occur in training) and
-scores it against its caption with `data.synthetic_score`: shape and colour accuracy per frame,
+scores it against its caption with `synthetic.score`: shape and colour accuracy per frame,
 direction accuracy, trajectory error, temporal consistency. Prints a table with three baselines
 beside the model's row:
   chance            uniform guessing over the dataset's shapes / colours / directions
@@ -15,17 +16,19 @@ beside the model's row:
 Writes into --out (default WORKDIR/eval): scores.json, contact_sheet.png (one row per video, its
 frames left to right, caption and per-video scores beside them), samples.gif and samples.mp4 (the
 first 8 videos, animated) and videos/NNN.gif + .npy codes for each video. `--json` prints the
-scores as one JSON object (keys shape_acc, color_acc, direction_acc, ..., chance, shuffled, dataset, settings).
+scores as one JSON object (keys shape_acc, color_acc, direction_acc, ..., chance, shuffled, dataset,
+settings). `--help` lists every flag.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
+from absl import app, flags
 from PIL import Image, ImageDraw
 
 from lumos_jax.synthetic import dataset, score, video
@@ -114,7 +117,7 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
       [score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
        for s in samples])
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
-                            cfg=cfg_scale, seed=seed,
+                            guidance=cfg_scale, seed=seed,
                             temperature_schedule=temperature_schedule, top_k=top_k,
                             frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
@@ -135,32 +138,55 @@ def table(scores: dict) -> str:
                     _row("dataset videos", scores["dataset"])])
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="training workdir (synthetic data)")
-  parser.add_argument("--n", type=int, default=32, help="held-out captions to generate")
-  parser.add_argument("--steps", type=int, default=16, help="masked-decoding steps per frame")
-  parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
-  parser.add_argument("--temperature_schedule", default="cumulative", choices=("cumulative",
-                                                                               "per_frame"))
-  parser.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest codes "
-                      "(0: all)")
-  parser.add_argument("--seed", type=int, default=0, help="video i uses seed + i")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--out", default=None, help="output folder (default WORKDIR/eval)")
-  parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
-  args = parser.parse_args(argv)
-  scores = run(args.workdir, args.n, args.steps, args.cfg, args.seed, args.out,
-               args.temperature_schedule, args.top_k, args.step)
-  if args.json:
+def define_flags(fv: flags.FlagValues = flags.FLAGS):
+  """Defines the command's flags in `fv`: the global FLAGS when run as a script, a fresh set per
+  `main` call; importing this module defines none."""
+  from lumos_jax.sample.sampler import SCHEDULES  # the sampler's list, not a copy of it
+  flags.DEFINE_string("workdir", None, "training workdir of a run on the synthetic dataset",
+                      flag_values=fv)
+  flags.DEFINE_integer("n", 32, "held-out captions to generate (2 .. data.synthetic_eval_count)",
+                       flag_values=fv)
+  flags.DEFINE_integer("steps", 16, "masked-decoding steps per frame", flag_values=fv)
+  flags.DEFINE_float("guidance", 3.0, "classifier-free guidance scale", flag_values=fv)
+  flags.DEFINE_enum("temperature_schedule", "cumulative", SCHEDULES, "see lumos_jax.sample",
+                    flag_values=fv)
+  flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "video i uses seed + i", flag_values=fv)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=fv)
+  flags.DEFINE_string("out", None, "output folder (default: WORKDIR/eval)", flag_values=fv)
+  flags.DEFINE_bool("json", False, "print one JSON object instead of the table", flag_values=fv)
+  flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
+def command(f, args: Sequence[str]) -> int:
+  """Runs the evaluation for parsed flag values `f` (see `define_flags`) and the positional
+  arguments `args` (there must be none); prints the table or the JSON object; returns 0."""
+  if args:
+    raise app.UsageError(f"unexpected arguments {list(args)}: evaluate takes --flags only "
+                         "(quote values with spaces)")
+  scores = run(f.workdir, f.n, f.steps, f.guidance, f.seed, f.out, f.temperature_schedule,
+               f.top_k, f.step)
+  if f.json:
     print(json.dumps(_json_safe({k: v for k, v in scores.items() if k != "per_video"}),
                      allow_nan=False))
   else:
-    out = args.out or pathlib.Path(args.workdir) / "eval"
+    out = f.out or pathlib.Path(f.workdir) / "eval"
     print(table(scores))
     print(f"wrote {out}/scores.json, contact_sheet.png, samples.gif, samples.mp4 and videos/")
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+def main(argv: Sequence[str]) -> int:
+  """The command in-process: `argv` is what follows `python -m lumos_jax.synthetic.evaluate` (no
+  program name), parsed into a fresh flags.FlagValues, so it can be called repeatedly. Returns the
+  exit code (0). Raises flags.Error for a bad command line (unknown or ill-typed flag, no
+  --workdir), app.UsageError for positional arguments, ValueError for a request the run cannot
+  serve (checked before anything is loaded or compiled)."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  return command(fv, fv(["evaluate", *argv])[1:])
+
+
+if __name__ == "__main__":  # flags only for the command line: importing this module defines none
+  define_flags()
+  app.run(lambda argv: command(flags.FLAGS, argv[1:]))

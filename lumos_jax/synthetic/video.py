@@ -1,16 +1,16 @@
 """Writes an animated GIF of synthetic samples as the model sees them (decoded from their codes).
 
-  python -m lumos_jax.data.synthetic_gif OUT.gif [--seed 0] [--count 6] [--scale 4]
+  python -m lumos_jax.synthetic.video OUT.gif [--seed=0] [--count=6] [--scale=4]
 
 One sample per row, its caption written beside it; the captions are also printed.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+from collections.abc import Sequence
 
 import imageio.v3 as iio
 import numpy as np
+from absl import flags
 from PIL import Image, ImageDraw
 
 from lumos_jax.synthetic import dataset
@@ -29,7 +29,8 @@ def _label(text: str, height: int) -> np.ndarray:
 def captioned(video: np.ndarray, caption: str, scale: int = 4) -> np.ndarray:
   """uint8 [T, H * scale, W * scale + CAPTION_PX, 3]: the video upscaled, its caption beside it."""
   video = np.asarray(video).repeat(scale, 1).repeat(scale, 2)
-  label = np.broadcast_to(_label(caption, video.shape[1]), (len(video), video.shape[1], CAPTION_PX, 3))
+  label = np.broadcast_to(_label(caption, video.shape[1]),
+                          (len(video), video.shape[1], CAPTION_PX, 3))
   return np.concatenate([video, label], axis=2)
 
 
@@ -67,20 +68,45 @@ def sheet(seed: int, count: int, scale: int,
   return np.concatenate(rows, axis=1), [s.caption for s in samples]
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("out", help="path of the GIF to write")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--count", type=int, default=6)
-  parser.add_argument("--scale", type=int, default=4, help="pixel upscaling for viewing")
-  args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues = flags.FLAGS):
+  """Defines the command's flags in `fv`: the global FLAGS when run as a script, a fresh set per
+  `main` call; importing this module defines none."""
+  flags.DEFINE_integer("seed", 0, "dataset seed of the samples", flag_values=fv)
+  flags.DEFINE_integer("count", 6, "samples 0..count-1, one per row", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("scale", 4, "pixel upscaling for viewing", lower_bound=1, flag_values=fv)
+
+
+def command(f, args: Sequence[str]) -> int:
+  """Writes the sheet GIF for parsed flag values `f` (see `define_flags`) to the one positional
+  argument in `args` (OUT.gif), prints its captions top to bottom, returns 0."""
+  if len(args) != 1:
+    # Imported here: absl.app defines flags of its own (pdb, profiling) when imported, and the
+    # sampler imports this module as a library.
+    from absl import app
+    raise app.UsageError(f"give one output path, OUT.gif (got {len(args)} arguments: "
+                         f"{list(args)})")
+  out = args[0]
   cfg = dataset.SyntheticConfig()
-  frames, captions = sheet(args.seed, args.count, args.scale, cfg)
-  iio.imwrite(args.out, frames, extension=".gif", duration=1000 / cfg.fps, loop=0)
-  print(f"wrote {args.out} ({frames.shape[2]}x{frames.shape[1]}, {len(frames)} frames), "
-        f"seed {args.seed}, top to bottom:")
+  frames, captions = sheet(f.seed, f.count, f.scale, cfg)
+  iio.imwrite(out, frames, extension=".gif", duration=1000 / cfg.fps, loop=0)
+  print(f"wrote {out} ({frames.shape[2]}x{frames.shape[1]}, {len(frames)} frames), "
+        f"seed {f.seed}, top to bottom:")
   print("\n".join(f"{i}: {c}" for i, c in enumerate(captions)))
+  return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+def main(argv: Sequence[str]) -> int:
+  """The command in-process: `argv` is what follows `python -m lumos_jax.synthetic.video`
+  (OUT.gif and flags, no program name), parsed into a fresh flags.FlagValues, so it can be called
+  repeatedly. Returns the exit code (0); raises flags.Error for a bad flag (unknown, ill-typed,
+  --count or --scale below 1) and app.UsageError unless exactly one OUT path is given."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  return command(fv, fv(["video", *argv])[1:])
+
+
+if __name__ == "__main__":  # flags only for the command line: importing this module defines none
+  from absl import app
+  define_flags()
+  app.run(lambda argv: command(flags.FLAGS, argv[1:]))

@@ -1,35 +1,31 @@
 """The generation command line on a (briefly) trained tiny run: outputs and request checks."""
 import json
 import os
-import pathlib
+import shutil
 import subprocess
 import sys
 import types
 
 import imageio.v3 as iio
+import jax
+from absl import app, flags
 import numpy as np
 import pytest
 
 from helpers import REPO
-from lumos_jax import config as config_lib, sample
+from lumos_jax import checkpoint, config as config_lib, model as model_lib, sample
 from lumos_jax.sample import __main__ as sample_cli
 from lumos_jax.synthetic import evaluate
 
 
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  subprocess.run([sys.executable, "-m", "lumos_jax.train", "--config=configs/tiny.py",
-                  f"--workdir={workdir}", "--config.steps=2"], env=env, cwd=REPO, check=True,
-                 timeout=600, capture_output=True)
-  return workdir
+def workdir(tiny_run):
+  return tiny_run[0]
 
 
 def _flags(**kw):
   base = dict(mode="t2v", prompt="a red circle moves left", image="", frames=0, height=0, width=0,
-              steps=3, cfg=3.0, history_mask=0.7, temperature=1.0,
+              steps=3, guidance=3.0, history_mask=0.7, temperature=1.0,
               temperature_schedule="cumulative", top_k=0, top_p=1.0)
   return types.SimpleNamespace(**{**base, **kw})
 
@@ -38,7 +34,7 @@ def test_sample_command_writes_codes_gif_and_mp4(workdir, tmp_path):
   out = tmp_path / "video.gif"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   run = subprocess.run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={workdir}",
-                        "--prompt=a red circle moves left", "--steps=3", "--cfg=3",
+                        "--prompt=a red circle moves left", "--steps=3", "--guidance=3",
                         f"--out={out}"], env=env, cwd=REPO, check=True, timeout=600,
                        capture_output=True, text=True)
   assert "frame 2/2" in run.stdout  # tiny trains on 2 frames: progress per frame
@@ -81,13 +77,35 @@ def test_requests_are_checked_before_compiling(workdir, tmp_path):
 
 
 def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
-  import shutil
   other = tmp_path / "other"
   shutil.copytree(workdir, other)
   text = (other / "config.json").read_text().replace('"mlp_dim": 128', '"mlp_dim": 192')
   (other / "config.json").write_text(text)
   with pytest.raises(ValueError, match="does not match the model"):
     sample.load(other)
+
+
+def test_sampling_reads_only_the_parameters(workdir, tmp_path):
+  """A checkpoint copy without the optimizer state and data position still loads for sampling,
+  to the same (trained, not initial) parameters as the whole checkpoint, and samples the same."""
+  copy = tmp_path / "params_only"
+  shutil.copytree(workdir, copy)
+  for step_dir in checkpoint.directory(copy).iterdir():
+    if step_dir.name.isdigit():
+      shutil.rmtree(step_dir / checkpoint.TRAIN_STATE)
+      shutil.rmtree(step_dir / checkpoint.DATA)
+  assert list(checkpoint.directory(workdir).rglob(checkpoint.TRAIN_STATE))
+  assert not list(checkpoint.directory(copy).rglob(checkpoint.TRAIN_STATE))
+  sampler, cfg, vocab = sample.load(copy)
+  whole, _, _ = sample.load(workdir)
+  _, initial = model_lib.init_model(config_lib.model_config(cfg), cfg.seed)
+  for got, want, init in zip(*map(jax.tree.leaves, (sampler.params, whole.params, initial))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert not np.array_equal(np.asarray(got), np.asarray(init))
+  request = (vocab.encode_text("a red circle moves left"),
+             sample.SampleConfig(frames=2, height=8, width=8, steps=2))
+  np.testing.assert_array_equal(sampler.generate(*request, seed=3),
+                                whole.generate(*request, seed=3))
 
 
 def test_evaluate_command(workdir, tmp_path, capsys):
@@ -100,6 +118,7 @@ def test_evaluate_command(workdir, tmp_path, capsys):
     assert scores["dataset"][key] == 1.0  # the scorer on the eval videos themselves
   assert scores["chance"] == {"shape_acc": 0.25, "color_acc": 0.125, "direction_acc": 0.25}
   assert scores["settings"]["n"] == 3 and scores["settings"]["frames"] == 2
+  assert scores["settings"]["guidance"] == 3.0
   saved = json.loads((out / "scores.json").read_text())
   assert len(saved["per_video"]) == 3 and saved["shape_acc"] == scores["shape_acc"]
   sheet = iio.imread(out / "contact_sheet.png")
@@ -110,4 +129,8 @@ def test_evaluate_command(workdir, tmp_path, capsys):
     evaluate.main([f"--workdir={workdir}", "--n=9"])
   with pytest.raises(ValueError, match="at least 2"):
     evaluate.main([f"--workdir={workdir}", "--n=1"])
+  with pytest.raises(flags.UnrecognizedFlagError, match="'cfg'"):  # renamed --guidance
+    evaluate.main([f"--workdir={workdir}", "--cfg=3"])
+  with pytest.raises(app.UsageError, match="unexpected arguments"):
+    evaluate.main([f"--workdir={workdir}", "stray"])
   assert evaluate._json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}

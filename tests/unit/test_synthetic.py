@@ -5,6 +5,7 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from absl import app
 
 from lumos_jax import tokens
 from lumos_jax.synthetic import dataset as synthetic, video as synthetic_gif
@@ -167,7 +168,7 @@ def test_config_validation():
 
 def test_gif_script(tmp_path, capsys):
   path = tmp_path / "samples.gif"
-  synthetic_gif.main([str(path), "--seed", "5", "--count", "3", "--scale", "2"])
+  synthetic_gif.main([str(path), "--seed=5", "--count=3", "--scale=2"])
   frames = iio.imread(path)  # [T, H, W, 3 or 4]
   expected, captions = synthetic_gif.sheet(5, 3, 2)
   assert frames.shape[:3] == expected.shape[:3] == (8, 3 * 64, 64 + synthetic_gif.CAPTION_PX)
@@ -178,13 +179,15 @@ def test_gif_script(tmp_path, capsys):
   lines = [f"{i}: {synthetic.generate(5, i).caption}" for i in range(3)]
   assert captions == [x.split(": ")[1] for x in lines]
   assert capsys.readouterr().out.splitlines()[1:] == lines
+  with pytest.raises(app.UsageError, match="one output path"):
+    synthetic_gif.main(["--count=1"])
 
 
 def test_synthetic_command_writes_records(tmp_path, capsys):
   from lumos_jax.data import __main__ as cli
   from lumos_jax.data import records
   out = tmp_path / "syn"
-  assert cli.main(["synthetic", str(out), "--count", "12", "--seed", "4"]) == 0
+  assert cli.main(["synthetic", str(out), "--count=12", "--seed=4"]) == 0
   source = records.RecordSource(out)
   assert len(source) == 12 and source.vocab == VOCAB
   for i in (0, 11):
