@@ -16,23 +16,28 @@ int32 [B, Lq] in key indices. Returns [B, Lq, Hq, D] in q's dtype. Softmax in fl
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: an empty row gives no NaN
 
 
 def _masked_softmax_attention(q, k, v, allowed):
-  """q [B,Lq,Hq,D], k/v [B,Lk,Hkv,D], allowed bool [B,Lq,Lk] -> [B,Lq,Hq,D]."""
-  b, lq, hq, d = q.shape
-  hkv = k.shape[2]
-  qg = q.reshape(b, lq, hkv, hq // hkv, d)
+  """q [B,Lq,Hq,D], k/v [B,Lk,Hkv,D], allowed bool [B,Lq,Lk] -> [B,Lq,Hq,D].
+
+  GQA: query head h * G + g (G = Hq // Hkv) reads key/value head h.
+  """
+  d = q.shape[-1]
+  qg = rearrange(q, "b q (h g) d -> b q h g d", h=k.shape[2])
   logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32)
   logits = logits * (d ** -0.5)
   logits = jnp.where(allowed[:, None, None], logits, _NEG)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v, preferred_element_type=jnp.float32)
-  return out.reshape(b, lq, hq, d).astype(q.dtype)
+  return rearrange(out, "b q h g d -> b q (h g) d").astype(q.dtype)
 
 
 def _allowed(k_start, k_end, key_lo: int, key_hi: int):
@@ -52,7 +57,8 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   del unused
   lq, lk = q.shape[1], k.shape[1]
   if lq != lk:
-    raise ValueError(f"xla_blocked is self-attention over one sequence: got {lq} queries, {lk} keys")
+    raise ValueError(f"xla_blocked is self-attention over one sequence: got {lq} queries, "
+                     f"{lk} keys")
   # Each block's [heads, block_q, keys] probabilities are recomputed in the backward pass rather
   # than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention does).
   block = jax.checkpoint(lambda q, k, v, s, e: _masked_softmax_attention(
@@ -61,8 +67,16 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   for lo in range(0, lq, block_q):
     hi = min(lq, lo + block_q)
     key_hi = min(lk, hi + max_lookahead)
-    outs.append(block(q[:, lo:hi], k[:, :key_hi], v[:, :key_hi], k_start[:, lo:hi], k_end[:, lo:hi]))
+    outs.append(block(q[:, lo:hi], k[:, :key_hi], v[:, :key_hi], k_start[:, lo:hi],
+                      k_end[:, lo:hi]))
   return jnp.concatenate(outs, axis=1)
+
+
+def _window_attention(k, v, block):
+  """One query block against a key window starting at key 0: `block` = (q [B, block_q, Hq, D],
+  k_start, k_end int32 [B, block_q]); k, v [B, window, Hkv, D]. Returns [B, block_q, Hq, D]."""
+  q, k_start, k_end = block
+  return _masked_softmax_attention(q, k, v, _allowed(k_start, k_end, 0, k.shape[1]))
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
@@ -78,8 +92,7 @@ def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
   `scan_pairs` for this path's FLOPs.
   """
   del unused
-  b, lq, hq, d = q.shape
-  lk = k.shape[1]
+  lq, lk = q.shape[1], k.shape[1]
   if lq != lk:
     raise ValueError(f"xla_scan is self-attention over one sequence: got {lq} queries, {lk} keys")
   pad = -lq % block_q
@@ -90,17 +103,16 @@ def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
   k_end = jnp.pad(k_end, ((0, 0), (0, pad)), constant_values=1)
 
   def blocks(x, lo, hi):  # [B, L, ...] -> [n, B, block_q, ...] for query blocks lo..hi-1
-    x = x[:, lo * block_q:hi * block_q]
-    return jnp.moveaxis(x.reshape(b, hi - lo, block_q, *x.shape[2:]), 1, 0)
+    return rearrange(x[:, lo * block_q:hi * block_q], "b (n q) ... -> n b q ...", q=block_q)
 
   outs = []
   for lo, hi in _groups(n_blocks, scan_groups):
     key_hi = min(lk, hi * block_q + max_lookahead)
-    kg, vg = k[:, :key_hi], v[:, :key_hi]
-    one = jax.checkpoint(lambda xs: _masked_softmax_attention(
-        xs[0], kg, vg, _allowed(xs[1], xs[2], 0, key_hi)))
+    # partial binds this group's key window into the body; a closure would read the loop
+    # variables whenever it happens to be called.
+    one = jax.checkpoint(functools.partial(_window_attention, k[:, :key_hi], v[:, :key_hi]))
     out = jax.lax.map(one, (blocks(q, lo, hi), blocks(k_start, lo, hi), blocks(k_end, lo, hi)))
-    outs.append(jnp.moveaxis(out, 0, 1).reshape(b, (hi - lo) * block_q, hq, d))
+    outs.append(rearrange(out, "n b q h d -> b (n q) h d"))
   return jnp.concatenate(outs, axis=1)[:, :lq]
 
 
@@ -126,9 +138,10 @@ def check_lookahead(layout_lookahead: int, max_lookahead: int) -> None:
   """Host-side guard for the "xla" path: a layout whose frames reach further ahead than the
   configured `model.max_lookahead` would silently lose keys, so refuse it before running."""
   if layout_lookahead > max_lookahead:
-    raise ValueError(f"a frame block reaches {layout_lookahead} keys ahead of its first query, more "
-                     f"than model.max_lookahead={max_lookahead}: raise model.max_lookahead to at "
-                     f"least the longest frame block - 1 (4 + H * (W + 1) - 1 tokens)")
+    raise ValueError(f"a frame block reaches {layout_lookahead} keys ahead of its first query, "
+                     f"more than model.max_lookahead={max_lookahead}: raise model.max_lookahead "
+                     f"to at least {layout_lookahead} (an H x W frame needs "
+                     "tokens.frame_block_length(H, W) - 1)")
 
 
 def attend(q, k, v, k_start, k_end, *, impl: str = "xla", **options):

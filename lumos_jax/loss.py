@@ -1,4 +1,4 @@
-"""AR-DF training loss: cross-entropy on masked visual slots over the visual slice of the vocabulary.
+"""AR-DF training loss: cross-entropy on masked visual slots over the vocabulary's visual slice.
 
 LUMOS_REFERENCE.md section 3.9: no shift (position i's hidden state predicts the token at i), only
 slots with weight > 0 count (the pipeline sets weight 1 on masked visual code slots), softmax over

@@ -1,4 +1,4 @@
-"""AR-DF masking (LUMOS_REFERENCE.md sections 3 and 4.4): training masks and the inference history mask.
+"""AR-DF masking (LUMOS_REFERENCE.md sections 3 and 4.4): training masks, inference history mask.
 
 Training (host side, numpy, one call per sample):
   tube:      one ratio r = max(cos(pi/2 * u), min_ratio) per sample; one random pattern over the
@@ -9,8 +9,9 @@ Training (host side, numpy, one call per sample):
 The loss counts only masked code slots (a masked newline is input noise, never a target).
 
 Inference: `history_pattern(slots, rho)` is the official evenly spaced pattern (n = max(1,
-round(rho * slots)) indices round(k * slots / n)); `apply_frame_pattern` writes any per-frame pattern
-into chosen frames, and is what both the tube mask and the sampler's history masking go through.
+round(rho * slots)) indices round(k * slots / n)); `apply_frame_pattern` writes any per-frame
+pattern into chosen frames, and is what both the tube mask and the sampler's history masking go
+through.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def ardf_mask(ids: np.ndarray, layout: Layout, rng: np.random.Generator, cfg: Ma
   if content.any():
     if cfg.kind == "tube":
       first = content & (layout.frame == layout.frame[content][0])
-      masked = apply_frame_pattern(ids, layout, random_pattern(rng, int(first.sum()), ratio), vocab)[1]
+      pattern = random_pattern(rng, int(first.sum()), ratio)
+      masked = apply_frame_pattern(ids, layout, pattern, vocab)[1]
     elif cfg.kind == "random":
       masked[np.flatnonzero(content)] = random_pattern(rng, int(content.sum()), ratio)
     else:  # per_frame: its own ratio and pattern for every frame

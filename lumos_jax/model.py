@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from lumos_jax import attention, rope
+from lumos_jax import attention, rope, tokens
 from lumos_jax.sharding import constrain
 
 REMAT_POLICIES = {
@@ -53,7 +53,9 @@ class ModelConfig:
   remat: str = "full"
   attention: str = "xla"
   attention_block_q: int = 256
-  max_lookahead: int = 4083  # longest frame block - 1 (4,084-token 384p frames)
+  # Keys a query may see past itself: the longest frame block - 1. Default: 384p video
+  # (672 x 384 px = 84 x 48 latents, 4,084-token blocks).
+  max_lookahead: int = tokens.frame_block_length(48, 84) - 1
   init_std: float = 0.02
 
   def __post_init__(self):
@@ -186,7 +188,8 @@ class Decoder(nnx.Module):
 
     self.blocks = make_blocks(rngs)
     self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
-    self.head_text = _param(rngs, (cfg.d_model, cfg.visual_offset), ("embed", "vocab"), cfg.init_std)
+    self.head_text = _param(rngs, (cfg.d_model, cfg.visual_offset), ("embed", "vocab"),
+                            cfg.init_std)
     self.head_visual = _param(rngs, (cfg.d_model, cfg.vocab_size - cfg.visual_offset),
                               ("embed", "vocab"), cfg.init_std)
 

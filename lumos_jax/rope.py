@@ -1,9 +1,10 @@
-"""Rotary position embeddings: 1-D, contiguous 3-D, and Lumos MM-RoPE (LUMOS_REFERENCE.md section 1).
+"""Rotary position embeddings: 1-D, contiguous 3-D and Lumos MM-RoPE (LUMOS_REFERENCE.md section 1).
 
 All variants rotate channel pair (i, i + head_dim/2) ("rotate half") by `position[axis(i)] *
 inv_freq[i]`; they differ only in which position axis (t, h, w) drives each frequency:
   1d: every frequency uses the token's 1-D index (positions are (p, p, p)).
-  3d: contiguous split of the frequencies, t:h:w = 2:3:3 (the naive 3-D RoPE the paper compares with).
+  3d: contiguous split of the frequencies, t:h:w = 2:3:3 (the naive 3-D RoPE the paper compares
+      with).
   mm: frequency f goes to axis by f mod 16 (t: 0-3, h: 4,5,8,9,12,13, w: 6,7,10,11,14,15), so every
       axis gets frequencies across the whole spectrum.
 Text tokens carry positions (p, p, p), so they get plain 1-D RoPE under every variant.
@@ -27,7 +28,8 @@ def check_head_dim(head_dim: int, variant: str) -> None:
     raise ValueError(f"MM-RoPE needs head_dim to be a multiple of 32 (meta-groups of 16 "
                      f"frequencies), got head_dim={head_dim}")
   if variant == "3d" and head_dim % 16:
-    raise ValueError(f"3-D RoPE splits frequencies 2:3:3 and needs head_dim % 16 == 0, got {head_dim}")
+    raise ValueError(f"3-D RoPE splits frequencies 2:3:3 and needs head_dim % 16 == 0, "
+                     f"got {head_dim}")
 
 
 def frequency_axes(head_dim: int, variant: str = "mm") -> np.ndarray:
@@ -44,7 +46,7 @@ def frequency_axes(head_dim: int, variant: str = "mm") -> np.ndarray:
 
 
 def inv_frequencies(head_dim: int, theta: float = 10000.0) -> np.ndarray:
-  """float32 [head_dim // 2]: theta^(-2f/head_dim), computed in float32 as the official code does."""
+  """float32 [head_dim // 2]: theta^(-2f/head_dim), in float32 as the official code computes it."""
   exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
   return np.float32(1.0) / (np.float32(theta) ** exponent)
 

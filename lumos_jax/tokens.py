@@ -40,8 +40,9 @@ class Vocab:
 
   def __post_init__(self):
     if self.visual_offset + self.visual_size > self.size:
-      raise ValueError(f"visual ids [{self.visual_offset}, {self.visual_offset + self.visual_size}) "
-                       f"exceed the vocabulary size {self.size}")
+      raise ValueError(f"visual ids [{self.visual_offset}, "
+                       f"{self.visual_offset + self.visual_size}) exceed the vocabulary size "
+                       f"{self.size}")
 
   def number(self, n: int) -> int:
     """Id of the integer token for n (size tokens, duration, fps)."""
@@ -91,6 +92,68 @@ LUMOS = Vocab(size=129_536, bos=0, sep=8710, image_start=8197, image_end=8196, n
 
 LUMOS_STRIDES = (4, 8, 8)  # Cosmos-DV4x8x8 compression (t, h, w): MM-RoPE position scale
 
+# The fixed-size pieces of the layout, stated once: every block length, slot offset and code grid
+# elsewhere is derived from these and the helpers below (`build` and `parse` define the format).
+VIDEO_HEADER = 3  # VIDEO_START, NUM+duration, NUM+fps
+VIDEO_TRAILER = 2  # VIDEO_END, SEP
+FRAME_HEADER = 3  # IMAGE_START, NUM+H/u, NUM+W/u
+FRAME_TRAILER = 1  # IMAGE_END
+
+
+def video_header(vocab: Vocab, duration: int, fps: int) -> list[int]:
+  """The VIDEO_HEADER tokens opening a video span."""
+  return [vocab.video_start, vocab.number(duration), vocab.number(fps)]
+
+
+def video_trailer(vocab: Vocab) -> list[int]:
+  """The VIDEO_TRAILER tokens closing a video span (and the sample)."""
+  return [vocab.video_end, vocab.sep]
+
+
+def row_length(w: int) -> int:
+  """Slots per latent row: its W codes, then a NEWLINE (the newline column is col = W)."""
+  return w + 1
+
+
+def content_length(h: int, w: int) -> int:
+  """Content slots of an H x W frame: H rows of `row_length(W)` (codes and newlines)."""
+  return h * row_length(w)
+
+
+def frame_block_length(h: int, w: int) -> int:
+  """Tokens of an H x W frame block IMAGE_START .. IMAGE_END: header, content, trailer."""
+  return FRAME_HEADER + content_length(h, w) + FRAME_TRAILER
+
+
+def block_slots(content_mask: np.ndarray) -> np.ndarray:
+  """bool [content_length] over a frame's content slots -> bool [frame_block_length] over its
+  whole block, False on the header and trailer tokens."""
+  content_mask = np.asarray(content_mask, bool)
+  return np.concatenate([np.zeros(FRAME_HEADER, bool), content_mask,
+                         np.zeros(FRAME_TRAILER, bool)])
+
+
+def code_slots(h: int, w: int) -> np.ndarray:
+  """bool [frame_block_length(h, w)]: the slots of an H x W frame block that hold codes."""
+  col = np.arange(content_length(h, w)) % row_length(w)
+  return block_slots(col < w)
+
+
+def content_grid(blocks: np.ndarray, h: int, w: int) -> np.ndarray:
+  """[..., frame_block_length(h, w)] frame blocks -> [..., H, W + 1] content slots per row
+  (the W codes, then the NEWLINE column)."""
+  blocks = np.asarray(blocks)
+  if blocks.shape[-1] != frame_block_length(h, w):
+    raise ValueError(f"a {h}x{w} frame block has {frame_block_length(h, w)} tokens, got "
+                     f"blocks of shape {blocks.shape}")
+  content = blocks[..., FRAME_HEADER:blocks.shape[-1] - FRAME_TRAILER]
+  return content.reshape(*blocks.shape[:-1], h, row_length(w))
+
+
+def frame_codes(blocks: np.ndarray, h: int, w: int) -> np.ndarray:
+  """[..., frame_block_length(h, w)] frame blocks -> [..., H, W] ids in their code slots."""
+  return content_grid(blocks, h, w)[..., :w]
+
 
 def build(text_ids: Sequence[int] | None, frames: np.ndarray, fps: int, duration: int, *,
           vocab: Vocab = LUMOS, close: bool = True) -> np.ndarray:
@@ -118,14 +181,14 @@ def build(text_ids: Sequence[int] | None, frames: np.ndarray, fps: int, duration
   out = []
   if text_ids is not None:
     out += [vocab.bos, *map(int, text_ids), vocab.sep]
-  out += [vocab.video_start, vocab.number(duration), vocab.number(fps)]
+  out += video_header(vocab, duration, fps)
   size_tokens = [vocab.number(h // vocab.size_unit), vocab.number(w // vocab.size_unit)]
   newline_col = np.full((h, 1), vocab.newline, np.int64)
   for frame in frames:
     rows = np.concatenate([frame.astype(np.int64) + vocab.visual_offset, newline_col], axis=1)
     out += [vocab.image_start, *size_tokens, *rows.reshape(-1).tolist(), vocab.image_end]
   if close:
-    out += [vocab.video_end, vocab.sep]
+    out += video_trailer(vocab)
   return np.asarray(out, np.int32)
 
 
@@ -137,7 +200,7 @@ class Layout:
   index:     int32 1-D rotary position (index within its sample; the `1d` variant uses it).
   k_start, k_end: int32, query q attends keys k_start[q] <= k < k_end[q].
   frame:     int32 frame index within the sample for tokens IMAGE_START..IMAGE_END, else -1.
-  content:   bool, a content slot of a frame (codes and newlines: H * (W + 1) per frame).
+  content:   bool, a content slot of a frame (codes and newlines: `content_length` per frame).
   code:      bool, a content slot holding a code (not the newline column): what the loss may use.
   row, col:  int32 latent row/column of content slots (newline col = W), else -1.
   valid:     bool, False on padding.
@@ -169,29 +232,31 @@ def _fail(i: int, what: str):
 def _parse_frame(ids: np.ndarray, i: int, vocab: Vocab) -> tuple[int, int, int]:
   """Checks the frame block whose IMAGE_START is at i; returns (H, W, index of its IMAGE_END)."""
   n = len(ids)
-  if i + 2 >= n:
+  first = i + FRAME_HEADER  # first content slot; the size tokens sit between IMAGE_START and it
+  if first > n:
     _fail(n, f"unterminated frame started at {i}: sequence ends before its two size tokens")
   sizes = []
-  for j in (i + 1, i + 2):
+  for j in range(i + 1, first):
     s = int(ids[j]) - vocab.number_zero
     if not 0 < s < vocab.number_count:
       _fail(j, f"expected a size token in [{vocab.number_zero + 1}, "
                f"{vocab.number_zero + vocab.number_count}) after IMAGE_START at {i}, got {ids[j]}")
     sizes.append(s * vocab.size_unit)
   h, w = sizes
-  first, end = i + 3, i + 3 + h * (w + 1)
+  end = first + content_length(h, w)  # IMAGE_END
   if end >= n:
     _fail(n, f"unterminated frame started at {i}: a {h}x{w} frame needs IMAGE_END at {end}, "
              f"but the sequence has {n} tokens")
-  grid = ids[first:end].reshape(h, w + 1)
-  is_mask = grid == vocab.mask
-  ok = np.concatenate([vocab.is_visual(grid[:, :w]), grid[:, w:] == vocab.newline], axis=1) | is_mask
+  grid = content_grid(ids[i:end + 1], h, w)
+  ok = np.concatenate([vocab.is_visual(grid[:, :w]), grid[:, w:] == vocab.newline], axis=1)
+  ok |= grid == vocab.mask  # a masked slot may stand in for a code or a newline
   if not ok.all():
     r, c = np.argwhere(~ok)[0]
-    j, got = first + r * (w + 1) + c, int(grid[r, c])
+    j, got = first + r * row_length(w) + c, int(grid[r, c])
     if c == w:
       _fail(j, f"row {r} of the frame at {i} should end with NEWLINE ({vocab.newline}) after {w} "
-               f"codes (size tokens say {h}x{w}), got {got}: row length disagrees with the size tokens")
+               f"codes (size tokens say {h}x{w}), got {got}: row length disagrees with the size "
+               "tokens")
     if got == vocab.newline:
       _fail(j, f"NEWLINE at column {c} of row {r} of the frame at {i}: rows have {w} codes per "
                f"the size tokens ({h}x{w}): row length disagrees with the size tokens")
@@ -252,9 +317,10 @@ def parse(ids: Sequence[int] | np.ndarray, vocab: Vocab = LUMOS,
       h, w, end = _parse_frame(ids, i, vocab)
       frame[i:end + 1] = n_frames
       k_end[i:end + 1] = end + 1
-      rr, cc = np.divmod(np.arange(h * (w + 1), dtype=np.int32), w + 1)
-      row[i + 3:end], col[i + 3:end] = rr, cc
-      code[i + 3:end] = cc < w
+      first = i + FRAME_HEADER
+      rr, cc = np.divmod(np.arange(content_length(h, w), dtype=np.int32), row_length(w))
+      row[first:end], col[first:end] = rr, cc
+      code[first:end] = cc < w
       n_frames += 1
       s = int(np.searchsorted(structural, end + 1))
       continue
@@ -299,7 +365,7 @@ def cut_frames(ids: np.ndarray, layout: Layout, n: int, vocab: Vocab = LUMOS) ->
     raise ValueError(f"cannot cut to {n} frames: keep at least one")
   if len(ends) <= n:
     return ids
-  return np.concatenate([ids[:ends[n - 1] + 1], [vocab.video_end, vocab.sep]]).astype(ids.dtype)
+  return np.concatenate([ids[:ends[n - 1] + 1], video_trailer(vocab)]).astype(ids.dtype)
 
 
 def pack(layouts: Sequence[Layout], length: int) -> Layout:

@@ -166,25 +166,29 @@ def _structure(ids: np.ndarray) -> _Sample:
   if ids[0] != VOCAB.bos or ids[v - 1] != VOCAB.sep:
     raise ValueError(f"the prompt must be [BOS {VOCAB.bos}] ... [SEP {VOCAB.sep}] before "
                      f"VIDEO_START, got {ids[0]} ... {ids[v - 1]}")
-  if list(ids[-2:]) != [VOCAB.video_end, VOCAB.sep]:
-    raise ValueError(f"the sample must end with [VIDEO_END, SEP] = [{VOCAB.video_end}, "
-                     f"{VOCAB.sep}], got {ids[-2:].tolist()}")
+  trailer = tokens_lib.video_trailer(VOCAB)
+  if list(ids[-len(trailer):]) != trailer:
+    raise ValueError(f"the sample must end with [VIDEO_END, SEP] = {trailer}, got "
+                     f"{ids[-len(trailer):].tolist()}")
   starts = np.flatnonzero(ids == VOCAB.image_start)
   ends = np.flatnonzero(ids == VOCAB.image_end)
   if not len(starts):
     raise ValueError("the video has no frames")
   # parse() guarantees matched blocks; here they must also be back to back after the header.
-  expected_starts = np.concatenate([[v + 3], ends[:-1] + 1])
-  if len(starts) != len(ends) or (starts != expected_starts).any() or ends[-1] != len(ids) - 3:
-    raise ValueError("frames must follow the 3-token header and each other directly, up to "
+  expected_starts = np.concatenate([[v + tokens_lib.VIDEO_HEADER], ends[:-1] + 1])
+  last_end = len(ids) - len(trailer) - 1
+  if len(starts) != len(ends) or (starts != expected_starts).any() or ends[-1] != last_end:
+    raise ValueError("frames must follow the video header and each other directly, up to "
                      "VIDEO_END")
   size = ids[np.stack([starts + 1, starts + 2], axis=1)]
   if (size != size[0]).any():
     k = int(np.flatnonzero((size != size[0]).any(axis=1))[0])
     raise ValueError(f"frame {k} has size tokens {size[k].tolist()}, frame 0 {size[0].tolist()}")
-  header = ids[v + 1:v + 3] - VOCAB.number_zero
+  header_end = v + tokens_lib.VIDEO_HEADER
+  header = ids[v + 1:header_end] - VOCAB.number_zero
   if ((header < 0) | (header >= VOCAB.number_count)).any():
-    raise ValueError(f"video header {ids[v:v + 3].tolist()}: duration/fps are not integer tokens")
+    raise ValueError(f"video header {ids[v:header_end].tolist()}: duration/fps are not integer "
+                     "tokens")
   unit = VOCAB.size_unit
   return _Sample(prefix=ids[:v], blocks=list(zip(starts.tolist(), (ends + 1).tolist())),
                 duration=int(header[0]), fps=int(header[1]),
@@ -251,9 +255,9 @@ def convert(sample: Any, *, num2tokens: dict[int, list[int]], frames: int | None
   parsed = _structure(ids)
   n, duration, fps = _timing(parsed, frames)
   prompt = _fill_prompt(parsed.prefix, fps * duration, fps, num2tokens)
-  header = [VOCAB.video_start, VOCAB.number(duration), VOCAB.number(fps)]
+  header = tokens_lib.video_header(VOCAB, duration, fps)
   kept = ids[parsed.blocks[0][0]:parsed.blocks[n - 1][1]]
-  out = np.concatenate([prompt, header, kept, [VOCAB.video_end, VOCAB.sep]]).astype(np.int32)
+  out = np.concatenate([prompt, header, kept, tokens_lib.video_trailer(VOCAB)]).astype(np.int32)
   layout = tokens_lib.parse(out, VOCAB)  # the output must itself be a valid official sequence
   if int(layout.frame.max()) + 1 != n:
     raise ValueError(f"internal: the output parses to {int(layout.frame.max()) + 1} frames, "

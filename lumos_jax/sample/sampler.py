@@ -81,9 +81,8 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
   if given.shape[1:] != (sc.height, sc.width):
     raise ValueError(f"given frames are {given.shape[1:]} latents, the request is "
                      f"{sc.height}x{sc.width}")
-  block = 4 + sc.height * (sc.width + 1)  # IMAGE_START, 2 size tokens, rows + newlines, IMAGE_END
-  col = np.arange(sc.height * (sc.width + 1)) % (sc.width + 1)
-  code_slot = np.concatenate([[False] * 3, col < sc.width, [False]])
+  block = tokens.frame_block_length(sc.height, sc.width)
+  code_slot = tokens.code_slots(sc.height, sc.width)
   frames = np.concatenate([given, np.zeros((sc.frames, sc.height, sc.width), np.int64)])
 
   def template(text):  # the official layout with the new frames' code slots set to MASK
@@ -100,7 +99,7 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
     return np.concatenate([fill, x])
 
   prefix = len(cond) - sc.frames * block
-  pattern = masking.history_pattern(sc.height * (sc.width + 1), sc.history_mask)
+  pattern = masking.history_pattern(tokens.content_length(sc.height, sc.width), sc.history_mask)
   pad3 = np.zeros((pad, 3), np.int32)
   return Plan(
       ids=np.stack([cond, row1(uncond, np.zeros(pad, np.int32))]),
@@ -110,7 +109,7 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
       k_end=np.stack([lay_c.k_end, row1(lay_u.k_end + pad, q + 1)]),
       prefix=prefix, block=block,
       code_slot=code_slot,
-      history_slot=np.concatenate([[False] * 3, pattern, [False]]))
+      history_slot=tokens.block_slots(pattern))
 
 
 def _filter(logits, top_k: int, top_p: float):
@@ -259,8 +258,7 @@ class Sampler:
         per = (time.perf_counter() - t0) / (f + 1)
         print(f"frame {f + 1}/{sc.frames} ({sc.steps} steps), {per:.2f} s/frame, "
               f"ETA {per * (sc.frames - f - 1):.0f} s", flush=True)
-    codes = np.asarray(jnp.stack(out))[:, 3:-1].reshape(sc.frames, sc.height, sc.width + 1)
-    codes = codes[..., :-1] - v.visual_offset
+    codes = tokens.frame_codes(np.asarray(jnp.stack(out)), sc.height, sc.width) - v.visual_offset
     if given is not None:
       codes = np.concatenate([np.asarray(given), codes])
     return codes

@@ -49,6 +49,24 @@ def test_parse_roundtrip_fields():
   assert lay.max_lookahead == block - 1
 
 
+def test_frame_layout_helpers_match_build_and_parse():
+  h, w = 3, 4
+  assert tokens.frame_block_length(h, w) == 3 + 3 * 5 + 1  # stated independently of tokens.py
+  assert tokens.content_length(h, w) == 3 * 5
+  ids, frames = _video(h=h, w=w)
+  lay = tokens.parse(ids, VOCAB)
+  block = tokens.frame_block_length(h, w)
+  first = 5 + tokens.VIDEO_HEADER
+  blocks = ids[first:first + 2 * block].reshape(2, block)
+  np.testing.assert_array_equal(tokens.frame_codes(blocks, h, w) - VOCAB.visual_offset, frames)
+  code = tokens.code_slots(h, w)
+  np.testing.assert_array_equal(lay.code[first:first + block], code)
+  assert code.sum() == h * w and not code[:3].any() and not code[-1]
+  assert len(ids) - first - 2 * block == tokens.VIDEO_TRAILER
+  with pytest.raises(ValueError, match="frame block has"):
+    tokens.frame_codes(blocks[:, :-1], h, w)
+
+
 def _error(ids, pattern):
   with pytest.raises(ValueError, match=pattern):
     tokens.parse(np.asarray(ids), VOCAB)
