@@ -8,13 +8,14 @@ first run. Model: 4 layers, d 128, 4 heads / 2 KV heads of 32, MM-RoPE with stri
 
 Run: python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
 """
-from lumos_jax import config
+from lumos_jax import config, tokens
 
 
 def get_config():
   cfg = config.base(dict(vocab_size=840, visual_offset=328, d_model=128, n_layers=4, n_heads=4,
                          n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
-                         max_lookahead=75, remat="none"), vocab="compact")
+                         max_lookahead=tokens.frame_block_length(8, 8) - 1, remat="none"),
+                    vocab="compact")
   cfg.steps = 600  # about 20 minutes on 2 CPU cores
   cfg.checkpoint_every = 100
   cfg.log_every = 10

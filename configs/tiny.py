@@ -3,13 +3,13 @@ trained on a few synthetic videos cut to 2 frames.
 
 Run: python -m lumos_jax.train --config=configs/tiny.py --workdir=/tmp/lumos_tiny
 """
-from lumos_jax import config
+from lumos_jax import config, tokens
 
 
 def get_config():
   cfg = config.base(dict(vocab_size=840, visual_offset=328, d_model=64, n_layers=2, n_heads=4,
                          n_kv_heads=2, head_dim=32, mlp_dim=128, attention_block_q=64,
-                         max_lookahead=75), vocab="compact")
+                         max_lookahead=tokens.frame_block_length(8, 8) - 1), vocab="compact")
   cfg.steps = 20
   cfg.checkpoint_every = 10
   cfg.log_every = 1

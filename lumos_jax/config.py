@@ -110,7 +110,8 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
   cfg.model = ml_collections.ConfigDict(dict(
       rope_variant="mm", rope_theta=10000.0, norm_eps=1e-5, dtype="float32", remat="full",
-      attention="xla", attention_block_q=256, max_lookahead=4083, init_std=0.02))
+      attention="xla", attention_block_q=256, init_std=0.02,
+      max_lookahead=tokens.frame_block_length(48, 84) - 1))  # a 384p frame (48 x 84 latents)
   cfg.model.update(model)
   cfg.optim = ml_collections.ConfigDict(dict(
       lr=1e-4, min_lr=1e-4, warmup_steps=100, schedule="constant", b1=0.9, b2=0.95, eps=1e-8,

@@ -19,5 +19,6 @@ OFFICIAL_SAMPLES = REPO.parent / "shared" / "data" / "lumos_official_samples"
 def official_samples() -> pathlib.Path:
   """Path of the official Lumos sample records (`../shared/...`); skips when it is absent."""
   if not (OFFICIAL_SAMPLES / "pre_tokenize").is_dir():
-    pytest.skip(f"official Lumos samples not found at {OFFICIAL_SAMPLES} (needs ../shared beside the repo)")
+    pytest.skip(f"official Lumos samples not found at {OFFICIAL_SAMPLES} (needs ../shared beside "
+                "the repo)")
   return OFFICIAL_SAMPLES

@@ -32,7 +32,8 @@ from absl import flags
 
 from lumos_jax import attention, masking, tokens
 
-FIELDS = ("inputs", "targets", "weights", "positions", "index", "k_start", "k_end", "frame", "valid")
+FIELDS = (
+    "inputs", "targets", "weights", "positions", "index", "k_start", "k_end", "frame", "valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +93,10 @@ class MakeExample(grain.transforms.RandomMap):
   def _example(self, ids: np.ndarray, rng: np.random.Generator) -> dict:
     cfg, vocab = self.cfg, self.vocab
     layout = tokens.parse(ids, vocab, cfg.strides)
-    if len(ids) < 2 or ids[-2] != vocab.video_end or ids[-1] != vocab.sep:
-      raise ValueError(f"a training sample ends with VIDEO_END, SEP ({vocab.video_end}, "
-                       f"{vocab.sep}); got {ids[-2:].tolist()} (truncated record?)")
+    trailer = tokens.video_trailer(vocab)
+    if ids[-len(trailer):].tolist() != trailer:
+      raise ValueError(f"a training sample ends with VIDEO_END, SEP {trailer}; got "
+                       f"{ids[-len(trailer):].tolist()} (truncated record?)")
     if not layout.content.any():
       raise ValueError("no frame: nothing for the visual loss")
     if cfg.max_frames:
@@ -135,7 +137,7 @@ def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
   ds = ds[process_index::process_count]
   ds = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True)
   if cfg.workers > 0:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; plain scripts never parse them
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse them
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.workers))
   return ds

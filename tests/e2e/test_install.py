@@ -1,5 +1,6 @@
 """`pip install .` alone (no requirements.txt) gives a package whose every module imports: the
-dependencies declared in pyproject.toml are the true ones. Minutes and a package index: `-m slow`."""
+dependencies declared in pyproject.toml are the true ones. Takes minutes and a package index:
+`-m slow`."""
 import subprocess
 import sys
 

@@ -216,7 +216,7 @@ def test_bad_records_are_reported_with_file_and_reason(sandbox, tmp_path, capsys
       "unterminated.pkl": "malformed sequence at token",
   }
   for name, reason in reasons.items():
-    line = next((l for l in err.splitlines() if l.startswith(f"skipped files/{name}:")), "")
+    line = next((x for x in err.splitlines() if x.startswith(f"skipped files/{name}:")), "")
     assert reason in line, (name, err)
   assert "skipped 6 bad record(s)" in out
   assert "import-lumos: 7/7 records (6 skipped)" in err

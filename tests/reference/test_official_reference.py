@@ -180,7 +180,8 @@ def reference_angles(positions, head_dim, theta=10000.0):
 
 
 def _worked_example_tokens():
-  """BOS txt txt txt SEP | VID_START DUR FPS | [IMG_START Htok Wtok v v NL v v NL IMG_END] x2 | VID_END.
+  """BOS txt txt txt SEP | VID_START DUR FPS | [IMG_START Htok Wtok v v NL v v NL IMG_END] x2 |
+  VID_END.
 
   The 2x2 grid cannot be spelt with official size tokens (Hlat = (tok-8804)*4), so the example uses
   made-up size tokens 8806 read as "2 latents" via a custom size decoder.

@@ -1,4 +1,5 @@
-"""The caption scorer behind `python -m lumos_jax.synthetic.evaluate`, against videos with known answers."""
+"""The caption scorer behind `python -m lumos_jax.synthetic.evaluate`, against videos with known
+answers."""
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def test_dataset_videos_score_perfectly(samples):
   assert m["temporal_consistency"] == m["detected"] == 1.0
   # centres move in whole 2-px cells: at most half a cell off the straight constant-speed line
   assert max(r["trajectory_error_px"] for r in rows) <= 0.5 and m["trajectory_scored"] == 60
-  for s, video in samples[:10]:  # the object centre is the dataset's own `locate`
+  for _, video in samples[:10]:  # the object centre is the dataset's own `locate`
     centres = np.stack([d.centre for d in ss.detect(video, CFG)])
     np.testing.assert_allclose(centres, synthetic.locate(video))
 

@@ -37,7 +37,8 @@ def test_chunked_equals_naive(chunk):
   w = np.asarray(weights)
   np.testing.assert_allclose(v_ref, (ce * w).sum() / w.sum(), rtol=1e-5)
   np.testing.assert_array_equal(g_ref[1][:, :offset], 0)  # text columns get no gradient
-  _, aux = loss.chunked(hidden, head[:, offset:], targets, weights, visual_offset=offset, chunk=chunk)
+  _, aux = loss.chunked(hidden, head[:, offset:], targets, weights, visual_offset=offset,
+                        chunk=chunk)
   assert float(aux["n_tokens"]) == w.sum()
 
 

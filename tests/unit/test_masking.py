@@ -35,7 +35,7 @@ def test_ratio_distribution_matches_clipped_cosine():
   cfg = masking.MaskConfig()
   ratios = np.array([masking.ardf_mask(ids, lay, rng, cfg, VOCAB)["ratio"] for _ in range(10_000)])
   assert abs(np.mean(ratios == 0.7) - 0.494) < 0.02
-  above = ratios[ratios > 0.7]  # the unclipped part follows r = cos(pi/2 u): P(r > x) = 2/pi acos(x)
+  above = ratios[ratios > 0.7]  # unclipped part: r = cos(pi/2 u), so P(r > x) = 2/pi acos(x)
   assert abs(np.mean(ratios > 0.9) - 2 / np.pi * np.arccos(0.9)) < 0.02
   assert above.min() > 0.7 and above.max() <= 1.0
 
@@ -61,7 +61,8 @@ def test_random_and_per_frame_kinds():
   assert (out["inputs"][lay.content] == VOCAB.mask).sum() == round(lay.content.sum() * out["ratio"])
   differs = 0
   for _ in range(20):
-    out = masking.ardf_mask(ids, lay, rng, masking.MaskConfig(kind="per_frame", min_ratio=0.3), VOCAB)
+    out = masking.ardf_mask(ids, lay, rng, masking.MaskConfig(kind="per_frame", min_ratio=0.3),
+                            VOCAB)
     per_frame = _frame_masks(out, lay)
     assert (per_frame.sum(1) >= round(0.3 * per_frame.shape[1])).all()
     differs += int(len(set(per_frame.sum(1))) > 1)
@@ -69,7 +70,8 @@ def test_random_and_per_frame_kinds():
 
 
 def test_history_pattern_is_evenly_spaced():
-  np.testing.assert_array_equal(np.flatnonzero(masking.history_pattern(10, 0.7)), [0, 1, 3, 4, 6, 7, 9])
+  np.testing.assert_array_equal(np.flatnonzero(masking.history_pattern(10, 0.7)),
+                                [0, 1, 3, 4, 6, 7, 9])
   p = masking.history_pattern(48 * 85, 0.7)
   assert p.sum() == round(0.7 * 48 * 85)
   assert masking.history_pattern(5, 0.0).sum() == 1  # at least one slot

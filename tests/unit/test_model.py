@@ -54,7 +54,8 @@ def test_extend_without_write_keeps_cache():
   _, cache = model.extend(cache, arr(ids[:p]), arr(lay.positions[:p]), arr(lay.k_start[:p]),
                           arr(lay.k_end[:p]))
   block = slice(p, int(np.flatnonzero(ids == VOCAB.image_end)[1]) + 1)
-  args = (arr(ids[block]), arr(lay.positions[block]), arr(lay.k_start[block]), arr(lay.k_end[block]))
+  args = (arr(ids[block]), arr(lay.positions[block]), arr(lay.k_start[block]),
+          arr(lay.k_end[block]))
   h1, same = model.extend(cache, *args, write=False)
   assert same is cache and int(same["length"]) == p
   h2, written = model.extend(cache, *args)
@@ -97,7 +98,8 @@ def test_sharded_forward_backward_equals_single_device():
 
   mesh = sharding.make_mesh((2, 2, 2))
   param_sh = sharding.named_shardings(sharding.param_specs(state, mesh), mesh)
-  batch_sh = jax.tree.map(lambda x: jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, x.ndim)), args)
+  batch_sh = jax.tree.map(
+      lambda x: jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, x.ndim)), args)
   with jax.set_mesh(mesh):
     sharded_state = jax.device_put(state, param_sh)
     sharded_args = jax.device_put(args, batch_sh)
@@ -122,8 +124,8 @@ def _param_count(name):
 @pytest.mark.parametrize("name", ["lumos_1b", "lumos_3b"])
 def test_parameter_count_matches_formula(name):
   n, c = _param_count(name)
-  per_layer = (c.d_model * c.head_dim * (2 * c.n_heads + 2 * c.n_kv_heads) + 3 * c.d_model * c.mlp_dim
-               + 2 * c.d_model + 4 * c.head_dim)
+  per_layer = (c.d_model * c.head_dim * (2 * c.n_heads + 2 * c.n_kv_heads)
+               + 3 * c.d_model * c.mlp_dim + 2 * c.d_model + 4 * c.head_dim)
   assert n == c.n_layers * per_layer + 2 * c.vocab_size * c.d_model + c.d_model
   assert {"lumos_1b": 1.50e9, "lumos_3b": 3.61e9}[name] == pytest.approx(n, rel=0.01)
 

@@ -75,14 +75,16 @@ def test_text_only_all_variants_equal_1d():
     a = rope.angles(rope.rope_positions(lay.positions, lay.index, variant), 64, variant=variant)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(ref))
     np.testing.assert_array_equal(np.asarray(rope.apply(x, a)), np.asarray(rope.apply(x, ref)))
-  np.testing.assert_array_equal(np.asarray(ref), np.arange(50, dtype=np.float32)[:, None] * rope.inv_frequencies(64))
+  np.testing.assert_array_equal(
+      np.asarray(ref), np.arange(50, dtype=np.float32)[:, None] * rope.inv_frequencies(64))
 
 
 def test_text_tokens_of_a_video_use_1d_rope():
   lay = tokens.parse(random_sample(np.random.default_rng(3)), VOCAB)
   a = np.asarray(rope.angles(lay.positions, 64, variant="mm"))
   text = ~lay.content
-  np.testing.assert_array_equal(a[text], lay.index[text].astype(np.float32)[:, None] * rope.inv_frequencies(64))
+  np.testing.assert_array_equal(
+      a[text], lay.index[text].astype(np.float32)[:, None] * rope.inv_frequencies(64))
 
 
 def test_rotation_preserves_norm_and_matches_pairing():

@@ -2,7 +2,6 @@
 training, no import cycle, short files, ruff clean."""
 import ast
 import os
-import pathlib
 import subprocess
 import sys
 import tomllib
