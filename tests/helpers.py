@@ -52,3 +52,17 @@ def pipeline_config():
   """The pipeline settings the pipeline tests share (imported lazily: helpers stays jax-free)."""
   from lumos_jax.data import pipeline
   return pipeline.PipelineConfig(seq_len=96, batch_size=4, seed=3, max_frames=2)
+
+
+def take(iterator, n):
+  """The next n items of an iterator, as a list."""
+  return [next(iterator) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  """Two lists of batches (dicts of arrays) are equal, key by key."""
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)

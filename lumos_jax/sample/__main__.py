@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lumos_jax import config as config_lib
+from lumos_jax import cli, config as config_lib
 from lumos_jax.sample import sampler as sample
 from lumos_jax.sample.load import load, synthetic_tokenizer
 
@@ -116,9 +116,7 @@ def main(argv: Sequence[str]) -> int:
   name), parsed into a fresh flags.FlagValues, so it can be called repeatedly. Returns the exit
   code (0); raises flags.Error for a bad command line (unknown or ill-typed flag, no --workdir),
   app.UsageError for positional arguments, ValueError for a request the run cannot serve."""
-  fv = flags.FlagValues()
-  define_flags(fv)
-  return command(fv, fv(["sample", *argv])[1:])
+  return cli.run(define_flags, command, "sample", argv)
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS):
@@ -150,5 +148,4 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
 
 
 if __name__ == "__main__":  # flags only for the command line: importing this module defines none
-  define_flags()
-  app.run(lambda argv: command(flags.FLAGS, argv[1:]))
+  cli.run_script(define_flags, command)

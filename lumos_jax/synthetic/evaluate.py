@@ -31,6 +31,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
+from lumos_jax import cli
 from lumos_jax.synthetic import dataset, score, video
 
 TABLE_KEYS = ("shape_acc", "color_acc", "direction_acc", "trajectory_error_px",
@@ -182,11 +183,8 @@ def main(argv: Sequence[str]) -> int:
   exit code (0). Raises flags.Error for a bad command line (unknown or ill-typed flag, no
   --workdir), app.UsageError for positional arguments, ValueError for a request the run cannot
   serve (checked before anything is loaded or compiled)."""
-  fv = flags.FlagValues()
-  define_flags(fv)
-  return command(fv, fv(["evaluate", *argv])[1:])
+  return cli.run(define_flags, command, "evaluate", argv)
 
 
 if __name__ == "__main__":  # flags only for the command line: importing this module defines none
-  define_flags()
-  app.run(lambda argv: command(flags.FLAGS, argv[1:]))
+  cli.run_script(define_flags, command)

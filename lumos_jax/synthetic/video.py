@@ -13,6 +13,7 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw
 
+from lumos_jax import cli
 from lumos_jax.synthetic import dataset
 from lumos_jax.synthetic.tokenizer import PatchTokenizer
 
@@ -101,12 +102,8 @@ def main(argv: Sequence[str]) -> int:
   (OUT.gif and flags, no program name), parsed into a fresh flags.FlagValues, so it can be called
   repeatedly. Returns the exit code (0); raises flags.Error for a bad flag (unknown, ill-typed,
   --count or --scale below 1) and app.UsageError unless exactly one OUT path is given."""
-  fv = flags.FlagValues()
-  define_flags(fv)
-  return command(fv, fv(["video", *argv])[1:])
+  return cli.run(define_flags, command, "video", argv)
 
 
 if __name__ == "__main__":  # flags only for the command line: importing this module defines none
-  from absl import app
-  define_flags()
-  app.run(lambda argv: command(flags.FLAGS, argv[1:]))
+  cli.run_script(define_flags, command)

@@ -9,22 +9,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from helpers import REPO, VOCAB, pipeline_config, random_records
+from helpers import REPO, VOCAB, assert_batches_equal, pipeline_config, random_records, take
 from lumos_jax.data import pipeline
 
 CFG = pipeline_config()
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 _RESUME_SCRIPT = textwrap.dedent("""
@@ -48,15 +38,15 @@ def test_resume_in_a_new_process(tmp_path, workers):
   cfg = dataclasses.replace(CFG, workers=workers)
   records = random_records()
   it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
-  _take(it, 3)
+  take(it, 3)
   state = it.get_state()
-  expected = _take(it, 4)
+  expected = take(it, 4)
   out = tmp_path / "next.npz"
   subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(workers), json.dumps(state), str(out)],
                  cwd=REPO, check=True, timeout=300)
   got = np.load(out)
   got = [{k: got[f"{i}_{k}"] for k in pipeline.FIELDS} for i in range(4)]
-  _assert_batches_equal(got, expected)
+  assert_batches_equal(got, expected)
 
 
 _SHARD_SCRIPT = textwrap.dedent("""

@@ -4,29 +4,19 @@ import logging
 
 import numpy as np
 
-from helpers import VOCAB, pipeline_config, random_records, random_sample
+from helpers import (VOCAB, assert_batches_equal, pipeline_config, random_records, random_sample,
+                     take)
 from lumos_jax import tokens
 from lumos_jax.data import pipeline
 
 
 CFG = pipeline_config()
-_records = random_records
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def test_examples_are_masked_padded_and_laid_out():
-  records = _records()
+  records = random_records()
   batch = next(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)))
   assert set(batch) == set(pipeline.FIELDS)
   assert batch["inputs"].shape == (4, 96) and batch["positions"].shape == (4, 96, 3)
@@ -49,26 +39,26 @@ def test_examples_are_masked_padded_and_laid_out():
 
 def test_cfg_drop_rate():
   cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.3, num_epochs=5)
-  ds = pipeline.build([_records(100)], cfg, VOCAB, process_index=0, process_count=1)
+  ds = pipeline.build([random_records(100)], cfg, VOCAB, process_index=0, process_count=1)
   firsts = np.array([b["targets"][0, 0] for b in ds])
   assert len(firsts) == 500
   assert abs(np.mean(firsts == VOCAB.video_start) - 0.3) < 0.06
 
 
 def test_resume_in_process():
-  records = _records()
-  full = _take(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)), 8)
+  records = random_records()
+  full = take(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)), 8)
   it = iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1))
-  _take(it, 3)
+  take(it, 3)
   state = it.get_state()
   fresh = iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1))
   fresh.set_state(state)
-  _assert_batches_equal(_take(fresh, 5), full[3:])
+  assert_batches_equal(take(fresh, 5), full[3:])
 
 
 def test_fuzzed_records_are_rejected_and_valid_ones_pass(caplog):
   rng = np.random.default_rng(7)
-  valid = _records(50, seed=1)
+  valid = random_records(50, seed=1)
   good = np.array(valid[0]["tokens"])
   huge = np.zeros(1_000_001, np.int32)  # one array shared by every "huge" record
   fuzz = []
@@ -112,12 +102,12 @@ def test_sources_mix_by_weight():
   cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0)
   it = iter(pipeline.build([images, videos], cfg, VOCAB, weights=[1, 3], process_index=0,
                            process_count=1))
-  picks = [tuple(b["targets"][0][b["valid"][0]]) in image_set for b in _take(it, 400)]
+  picks = [tuple(b["targets"][0][b["valid"][0]]) in image_set for b in take(it, 400)]
   assert abs(np.mean(picks) - 0.25) < 0.05
 
 
 def test_frames_beyond_the_attention_lookahead_are_refused(caplog):
-  records = _records(20)
+  records = random_records(20)
   cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.0, num_epochs=1,
                                 max_lookahead=10)
   with caplog.at_level(logging.WARNING):
