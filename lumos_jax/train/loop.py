@@ -7,7 +7,6 @@ import json
 import logging
 import pathlib
 import signal
-import time
 
 import jax
 import numpy as np
@@ -120,53 +119,41 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
   writer = metrics.MetricsWriter(workdir)
-  step = int(jax.device_get(state["step"]))
-  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-  flops = metrics.train_flops_per_token(model_cfg, cfg.data.seq_len)
-  last, t_last, steps_since, window = {}, time.perf_counter(), 0, None
+  window = metrics.LogWindow(cfg, model_cfg, optim.schedule(cfg.optim, cfg.steps))
+  step, last = int(jax.device_get(state["step"])), {}
+  tracing = False
+  every = lambda n: bool(n) and step % n == 0
+
+  def run_eval():
+    result = evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh)
+    writer.write(step, result)
+    log.info("step %d eval %s", step, json.dumps(result))
+
   if step == 0 and eval_source is not None and cfg.eval_every:  # the initial validation loss
-    writer.write(0, evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh))
+    run_eval()
   try:
     while step < cfg.steps and stop["signal"] is None:
-      if cfg.profile_steps and step == cfg.profile_steps[0] and jax.process_index() == 0:
-        jax.profiler.start_trace(str(workdir / "profile"))  # view with TensorBoard / Perfetto
+      tracing = _profile(cfg, step, workdir, state, tracing)
       state, step_metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
-      window = step_metrics if window is None else window.merge(step_metrics)
+      window.add(step_metrics)
       step += 1
-      if cfg.profile_steps and step == cfg.profile_steps[1] and jax.process_index() == 0:
-        jax.block_until_ready(state)
-        jax.profiler.stop_trace()
-      steps_since += 1
-      logged = step % cfg.log_every == 0 or step == cfg.steps
+      logged = every(cfg.log_every) or step == cfg.steps
       if logged:
-        means = {k: float(v) for k, v in jax.device_get(window.compute()).items()}
-        now = time.perf_counter()
-        sps = steps_since / (now - t_last)
-        t_last, steps_since, window = now, 0, None
-        last = {**means, "lr": float(optim.schedule(cfg.optim, cfg.steps)(step - 1)),
-                "steps_per_sec": sps, "tokens_per_sec": sps * tokens_per_step,
-                "skipped": int(jax.device_get(state["skipped"]))}
-        if cfg.peak_flops_per_device:
-          last["mfu"] = (sps * tokens_per_step * flops
-                         / (cfg.peak_flops_per_device * jax.device_count()))
+        last = window.flush(step, state)
         writer.write(step, last)
         log.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s %.0f tokens/s "
-                 "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"], sps,
-                 last["tokens_per_sec"], (cfg.steps - step) / max(sps, 1e-9))
-      checkpoint_now = (step % cfg.checkpoint_every == 0 or step == cfg.steps
-                        or stop["signal"] is not None)
+                 "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"],
+                 last["steps_per_sec"], last["tokens_per_sec"],
+                 (cfg.steps - step) / max(last["steps_per_sec"], 1e-9))
+      checkpoint_now = every(cfg.checkpoint_every) or step == cfg.steps or stop["signal"]
       # Reading device values syncs the host with the device: only where we log or save anyway.
-      bad = int(jax.device_get(state["bad_streak"])) if logged or checkpoint_now else 0
-      if bad > cfg.max_bad_steps:
-        raise RuntimeError(f"{bad} consecutive steps had a non-finite loss or gradient (limit "
-                           f"config field max_bad_steps={cfg.max_bad_steps}); stopping at step "
-                           f"{step}. The last checkpoint holds finite parameters.")
-      if eval_source is not None and cfg.eval_every and step % cfg.eval_every == 0:
-        result = evaluate(fns.eval, state["params"], eval_source, cfg, vocab, fns.batch_sh)
-        writer.write(step, result)
-        log.info("step %d eval %s", step, json.dumps(result))
+      if logged or checkpoint_now:
+        _check_finite(cfg, state, step)
+      if eval_source is not None and every(cfg.eval_every):
+        run_eval()
       if checkpoint_now:
         ckpt.save(step, state, data_iter, force=True)
+    _profile(cfg, cfg.profile_steps[1] if tracing else step, workdir, state, tracing)
     if stop["signal"] is not None:
       log.warning("signal %s: saved a checkpoint at step %d, exiting", stop["signal"], step)
   finally:
@@ -174,3 +161,28 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
     writer.close()
     signal.signal(signal.SIGTERM, previous)
   return last
+
+
+def _profile(cfg, step: int, workdir, state, tracing: bool) -> bool:
+  """Called with the steps done so far: starts a profiler trace at profile_steps[0] and stops it
+  at profile_steps[1] (process 0 only; view WORKDIR/profile with TensorBoard or Perfetto).
+  Returns whether a trace is running."""
+  if not cfg.profile_steps or jax.process_index() != 0:
+    return False
+  if not tracing and step == cfg.profile_steps[0]:
+    jax.profiler.start_trace(str(workdir / "profile"))
+    return True
+  if tracing and step >= cfg.profile_steps[1]:
+    jax.block_until_ready(state)
+    jax.profiler.stop_trace()
+    return False
+  return tracing
+
+
+def _check_finite(cfg, state, step: int) -> None:
+  """Stops the run after more than max_bad_steps consecutive skipped (non-finite) updates."""
+  bad = int(jax.device_get(state["bad_streak"]))
+  if bad > cfg.max_bad_steps:
+    raise RuntimeError(f"{bad} consecutive steps had a non-finite loss or gradient (limit "
+                       f"config field max_bad_steps={cfg.max_bad_steps}); stopping at step "
+                       f"{step}. The last checkpoint holds finite parameters.")

@@ -3,6 +3,7 @@ FLOP model; `benchmarks/` uses it too).
 """
 import json
 import pathlib
+import time
 
 import jax
 
@@ -45,3 +46,36 @@ class MetricsWriter:
     if self.active:
       self.jsonl.close()
       self.tb.close()
+
+
+class LogWindow:
+  """The step metrics of one logging window and its throughput.
+
+  `add(step_metrics)` after every step (clu collections merge on the device: no host sync);
+  `flush(step, state)` returns the window's means with lr, steps/s, tokens/s, skipped updates and,
+  when `peak_flops_per_device` is set, MFU, and starts a new window.
+  """
+
+  def __init__(self, cfg, model_cfg, lr_schedule):
+    self.tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+    self.flops_per_token = train_flops_per_token(model_cfg, cfg.data.seq_len)
+    self.peak_flops = cfg.peak_flops_per_device * jax.device_count()
+    self.lr_schedule = lr_schedule
+    self.collection, self.steps, self.start = None, 0, time.perf_counter()
+
+  def add(self, step_metrics) -> None:
+    self.collection = (step_metrics if self.collection is None
+                       else self.collection.merge(step_metrics))
+    self.steps += 1
+
+  def flush(self, step: int, state: dict) -> dict:
+    means = {k: float(v) for k, v in jax.device_get(self.collection.compute()).items()}
+    now = time.perf_counter()
+    sps = self.steps / (now - self.start)
+    self.collection, self.steps, self.start = None, 0, now
+    out = {**means, "lr": float(self.lr_schedule(step - 1)), "steps_per_sec": sps,
+           "tokens_per_sec": sps * self.tokens_per_step,
+           "skipped": int(jax.device_get(state["skipped"]))}
+    if self.peak_flops:
+      out["mfu"] = sps * self.tokens_per_step * self.flops_per_token / self.peak_flops
+    return out
