@@ -19,10 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app
-from flax import nnx
 
-from lumos_jax import attention, config, loss, tokens
-from lumos_jax.model import Decoder
+from lumos_jax import attention, config, loss, model as model_lib, tokens
 
 
 def _flops(compiled) -> float:
@@ -96,8 +94,7 @@ def parameter_counts():
   print("|---|---|---|---|---|---|")
   for name in ("lumos_1b", "lumos_3b"):
     cfg = config.model_config(config.load(name))
-    state = nnx.state(nnx.eval_shape(lambda cfg=cfg: Decoder(cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    n = sum(x.size for x in jax.tree.leaves(state))
+    n = sum(x.size for x in jax.tree.leaves(model_lib.abstract_model(cfg)[1]))
     print(f"| {name} | {cfg.n_layers} | {cfg.d_model} | {cfg.n_heads}/{cfg.n_kv_heads} | "
           f"{cfg.mlp_dim} | {n:,} ({n / 1e9:.2f}B) |")
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from lumos_jax import config, sharding
+from lumos_jax import checkpoint, config, sharding
 from lumos_jax.train.loop import global_batch
 from lumos_jax.train.step import build_functions
 from lumos_jax.data import pipeline
@@ -72,8 +72,7 @@ def measure(name, mesh_override, run_steps, peak_tflops, attention=None):
   mesh_shape, model_cfg, vocab = config.validate(cfg, n_dev)
   mesh = sharding.make_mesh(mesh_shape)
   fns = build_functions(cfg, mesh, model_cfg)
-  state_abs = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                           fns.abstract_state, fns.state_sh)
+  state_abs = checkpoint.abstract_like(fns.abstract_state, fns.state_sh)
   with jax.set_mesh(mesh):
     t0 = time.perf_counter()
     compiled = fns.step.lower(state_abs, abstract_batch(cfg, fns)).compile()

@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 
 CHECKPOINTS = "checkpoints"  # WORKDIR/checkpoints/STEP/...
 PARAMS, TRAIN_STATE, DATA = "params", "train_state", "data"
+LEGACY_STATE = "state"  # lumos_jax 0.1: parameters and optimizer state in one item
 
 
 def directory(workdir) -> pathlib.Path:
@@ -30,6 +31,16 @@ def steps(workdir) -> list[int]:
   if not root.is_dir():
     return []
   return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / PARAMS).is_dir())
+
+
+def check_layout(step_dir) -> None:
+  """Raises ValueError for a step directory in the lumos_jax 0.1 layout (one `state` item)."""
+  step_dir = pathlib.Path(step_dir)
+  if (step_dir / LEGACY_STATE).is_dir() and not (step_dir / PARAMS).is_dir():
+    raise ValueError(f"{step_dir} holds one '{LEGACY_STATE}' item: it was written by lumos_jax "
+                     f"0.1; checkpoints now keep '{PARAMS}', '{TRAIN_STATE}' and '{DATA}' apart "
+                     "(so that sampling reads the parameters alone). Resume or sample it with "
+                     "lumos_jax 0.1, or train the run again")
 
 
 def abstract_like(tree, shardings):
@@ -49,6 +60,8 @@ def restore_params(workdir, step: int | None, abstract_params):
   if step is None and available:
     step = available[-1]
   if step not in available:
+    for step_dir in sorted(directory(workdir).glob("[0-9]*")):
+      check_layout(step_dir)
     raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in "
                             f"{directory(workdir)} (finished steps: {available or 'none'})")
   path = directory(workdir) / str(step) / PARAMS

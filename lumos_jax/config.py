@@ -8,6 +8,7 @@ import pathlib
 import ml_collections
 
 from lumos_jax import sharding, tokens
+from lumos_jax.synthetic import dataset as synthetic
 from lumos_jax.model import ModelConfig
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -55,7 +56,7 @@ def validate(cfg, n_devices: int, n_processes: int = 1):
   try:
     shape = sharding.resolve_mesh_shape(cfg.mesh, n_devices)
   except ValueError as e:
-    raise ValueError(f"config field mesh={tuple(cfg.mesh)} does not divide the {n_devices} "
+    raise ValueError(f"config field mesh={tuple(cfg.mesh)} does not fit the {n_devices} "
                      f"devices: {e}") from e
   model_cfg = model_config(cfg)  # head_dim / MM-RoPE, GQA, vocabulary size
   batch_shards = shape[0] * shape[1]
@@ -121,7 +122,8 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   # "lumos_synthetic/tiny", tfds_data_dir "" for TFDS's default; tfds_eval_split "" for no eval).
   cfg.data = ml_collections.ConfigDict(dict(
       kind="records", train=(), weights=None, eval=None,
-      synthetic_count=2000, synthetic_eval_count=64, synthetic_seed=0,
+      synthetic_count=synthetic.TRAIN_COUNT, synthetic_eval_count=synthetic.EVAL_COUNT,
+      synthetic_seed=0,
       tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))

@@ -49,7 +49,7 @@ def random_records(n=40, seed=0):
 
 
 def pipeline_config():
-  """The pipeline settings the pipeline tests share (imported lazily: helpers stays jax-free)."""
+  """The pipeline settings the pipeline tests share."""
   from lumos_jax.data import pipeline
   return pipeline.PipelineConfig(seq_len=96, batch_size=4, seed=3, max_frames=2)
 

@@ -32,7 +32,6 @@ from lumos_jax.synthetic import dataset as synthetic
 
 PROG = "python -m lumos_jax.data"
 HELP_WIDTH = 100
-SYNTHETIC_COUNT = 2000  # default --count of `synthetic`
 
 
 class Flag(NamedTuple):
@@ -67,11 +66,12 @@ FLAGS: dict[str, Flag] = {
         "import-lumos": "records per ArrayRecord shard",
         "synthetic": "records per ArrayRecord shard"}, {"lower_bound": 1}),
     "count": Flag(flags.DEFINE_integer, None, "N", {
-        "synthetic": f"number of videos (default {SYNTHETIC_COUNT})",
-        "tfds": "lumos_synthetic: train videos of a new config (default 2000)"},
+        "synthetic": f"number of videos (default {synthetic.TRAIN_COUNT})",
+        "tfds": f"lumos_synthetic: train videos of a new config (default {synthetic.TRAIN_COUNT})"},
         {"lower_bound": 1}),
     "eval_count": Flag(flags.DEFINE_integer, None, "M", {
-        "tfds": "lumos_synthetic: eval videos of a new config, 0 for no eval split (default 64)"},
+        "tfds": "lumos_synthetic: eval videos of a new config, 0 for no eval split (default "
+                f"{synthetic.EVAL_COUNT})"},
         {"lower_bound": 0}),
     "seed": Flag(flags.DEFINE_integer, None, "S", {
         "synthetic": "dataset seed: sample i is (seed, i) (default 0)",
@@ -170,7 +170,7 @@ def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
     cfg = synthetic.SyntheticConfig(**geometry)
   except ValueError as e:
     return _usage_error(f"synthetic: {e}")
-  count = SYNTHETIC_COUNT if fv.count is None else fv.count
+  count = synthetic.TRAIN_COUNT if fv.count is None else fv.count
   try:
     synthetic.write(args[0], count, fv.seed or 0, cfg, shard_size=fv.shard_size)
   except (ValueError, OSError) as e:

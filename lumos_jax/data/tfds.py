@@ -121,12 +121,12 @@ class _TokenRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 @dataclasses.dataclass
 class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   """A variant of the synthetic dataset: split sizes, dataset seed and video geometry."""
-  train_count: int = 2000
-  eval_count: int = 64
+  train_count: int = synthetic.TRAIN_COUNT
+  eval_count: int = synthetic.EVAL_COUNT
   seed: int = 0
-  frames: int = 8
-  frame_px: int = 32
-  patch_px: int = 4
+  frames: int = synthetic.SyntheticConfig.frames
+  frame_px: int = synthetic.SyntheticConfig.frame_px
+  patch_px: int = synthetic.SyntheticConfig.patch_px
 
   def geometry(self) -> synthetic.SyntheticConfig:
     return synthetic.SyntheticConfig(frame_px=self.frame_px, patch_px=self.patch_px,

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from lumos_jax import cli, config as config_lib
 from lumos_jax.sample import sampler as sample
-from lumos_jax.sample.load import load, synthetic_tokenizer
+from lumos_jax.sample.loader import load, synthetic_tokenizer
 
 MODES = ("t2i", "t2v", "i2v")
 

@@ -27,6 +27,7 @@ from lumos_jax.data import records
 from lumos_jax.progress import Progress
 from lumos_jax.synthetic.tokenizer import COLOURS, PALETTE, PatchTokenizer, cell_colours  # noqa: F401
 
+TRAIN_COUNT, EVAL_COUNT = 2000, 64  # the demo's split sizes (config.base, the data command, TFDS)
 SHAPES = ("circle", "square", "triangle", "diamond")
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}  # (dy, dx)
 

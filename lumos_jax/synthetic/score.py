@@ -15,7 +15,7 @@ Per video (`score`):
                          the cross-axis drift); NaN with fewer than 3 detections
   temporal_consistency   fraction of consecutive frame pairs with the same colour and shape and
                          object areas within a factor `AREA_RATIO`
-The dataset's own videos score 1, 1, 1, <= 0.5 px, 1 (tests/test_evaluate.py).
+The dataset's own videos score 1, 1, 1, <= 0.5 px, 1 (tests/unit/test_evaluate.py).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from lumos_jax.checkpoint import DATA, PARAMS, TRAIN_STATE
+from lumos_jax.checkpoint import DATA, PARAMS, TRAIN_STATE, check_layout
 
 
 def _split(state: dict) -> dict:
@@ -48,6 +48,7 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator):
     """The state saved at `step`, laid out as `abstract_state`; moves `data_iterator` in place."""
+    check_layout(pathlib.Path(str(self.manager.directory)) / str(step))
     data_dir = pathlib.Path(str(self.manager.directory)) / str(step) / DATA
     items = {k: ocp.args.StandardRestore(v) for k, v in _split(abstract_state).items()}
     if (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():

@@ -121,6 +121,7 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
   writer = metrics.MetricsWriter(workdir)
   window = metrics.LogWindow(cfg, model_cfg, optim.schedule(cfg.optim, cfg.steps))
   step, last = int(jax.device_get(state["step"])), {}
+  profile_first, profile_stop = cfg.profile_steps or (-1, -1)
   tracing = False
   every = lambda n: bool(n) and step % n == 0
 
@@ -133,10 +134,14 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
     run_eval()
   try:
     while step < cfg.steps and stop["signal"] is None:
-      tracing = _profile(cfg, step, workdir, state, tracing)
+      if step == profile_first and jax.process_index() == 0:  # view with TensorBoard/Perfetto
+        jax.profiler.start_trace(str(workdir / "profile"))
+        tracing = True
       state, step_metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
       window.add(step_metrics)
       step += 1
+      if tracing and step == profile_stop:
+        tracing = _stop_trace(state)
       logged = every(cfg.log_every) or step == cfg.steps
       if logged:
         last = window.flush(step, state)
@@ -153,30 +158,22 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
         run_eval()
       if checkpoint_now:
         ckpt.save(step, state, data_iter, force=True)
-    _profile(cfg, cfg.profile_steps[1] if tracing else step, workdir, state, tracing)
     if stop["signal"] is not None:
       log.warning("signal %s: saved a checkpoint at step %d, exiting", stop["signal"], step)
   finally:
+    if tracing:  # an early stop or an error inside the traced steps
+      jax.profiler.stop_trace()
     ckpt.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous)
   return last
 
 
-def _profile(cfg, step: int, workdir, state, tracing: bool) -> bool:
-  """Called with the steps done so far: starts a profiler trace at profile_steps[0] and stops it
-  at profile_steps[1] (process 0 only; view WORKDIR/profile with TensorBoard or Perfetto).
-  Returns whether a trace is running."""
-  if not cfg.profile_steps or jax.process_index() != 0:
-    return False
-  if not tracing and step == cfg.profile_steps[0]:
-    jax.profiler.start_trace(str(workdir / "profile"))
-    return True
-  if tracing and step >= cfg.profile_steps[1]:
-    jax.block_until_ready(state)
-    jax.profiler.stop_trace()
-    return False
-  return tracing
+def _stop_trace(state) -> bool:
+  """Stops the profiler trace once the traced steps are done; returns False (no trace running)."""
+  jax.block_until_ready(state)
+  jax.profiler.stop_trace()
+  return False
 
 
 def _check_finite(cfg, state, step: int) -> None:

@@ -1,5 +1,5 @@
 """What a run reports: metrics.jsonl + TensorBoard events, and the FLOP counts behind MFU (the one
-FLOP model; `benchmarks/` uses it too).
+FLOP model; benchmarks/generate.py uses it for the generation FLOP bound).
 """
 import json
 import pathlib

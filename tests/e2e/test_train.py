@@ -9,12 +9,10 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from lumos_jax import config, model as model_lib
-from lumos_jax.train import optim, state as state_lib, step as step_lib
 from runs import losses as _losses, train_command
-from helpers import REPO, VOCAB, random_packed_batch
+from helpers import REPO
 
 TINY = config.load("tiny")
 
@@ -72,67 +70,6 @@ def test_kill_9_during_async_saves_keeps_a_restorable_checkpoint(tmp_path, tiny_
                                            lambda p: p.send_signal(signal.SIGKILL),
                                            "--config.checkpoint_every=1")
   assert rc == -signal.SIGKILL and saved and max(saved) <= max(first) < 40
-
-
-def _validate(**changes):
-  cfg = config.load("tiny")
-  for key, value in changes.items():
-    section, _, field = key.rpartition(".")
-    (cfg[section] if section else cfg)[field] = value
-  return config.validate(cfg, 8)
-
-
-def test_invalid_configs_fail_naming_the_field():
-  assert _validate()[0] == (2, 2, 2)
-  with pytest.raises(ValueError, match=r"mesh=\(3, 1, 1\) does not divide the 8 devices"):
-    _validate(mesh=(3, 1, 1))
-  with pytest.raises(ValueError, match="MM-RoPE needs head_dim"):
-    _validate(**{"model.head_dim": 48})
-  with pytest.raises(ValueError, match="data.batch_size=6 must be divisible"):
-    _validate(**{"data.batch_size": 6})
-  with pytest.raises(ValueError, match="model.vocab_size=500 is smaller"):
-    _validate(**{"model.vocab_size": 500})
-
-
-def _step_setup(accum=1):
-  cfg = config.load("tiny")
-  model_cfg = config.model_config(cfg)
-  tx = optim.make(cfg.optim, cfg.steps)
-  graphdef, params = model_lib.init_model(model_cfg, 0)
-  state = state_lib.init_state(params, tx, 0)
-  fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=accum, graphdef=graphdef,
-                                                 model_cfg=model_cfg, loss_chunk=64))
-  ids, lay = random_packed_batch(np.random.default_rng(0), 4, 96)
-  weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
-  batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
-           **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
-  return state, fn, batch
-
-
-def test_non_finite_batch_skips_the_update():
-  state, fn, batch = _step_setup()
-  params_before = jax.tree.map(np.asarray, state["params"])
-  bad = dict(batch, weights=np.where(batch["weights"] > 0, np.nan, 0).astype(np.float32))
-  state, metrics = fn(state, bad)
-  assert not np.isfinite(metrics.compute()["loss"])
-  assert int(state["skipped"]) == 1 and int(state["bad_streak"]) == 1
-  for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params_before)):
-    np.testing.assert_array_equal(a, b)
-  state, metrics = fn(state, batch)  # the run goes on
-  assert np.isfinite(metrics.compute()["loss"])
-  assert int(state["skipped"]) == 1 and int(state["bad_streak"]) == 0
-  assert int(state["step"]) == 2
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
-
-
-def test_gradient_accumulation_matches_one_batch():
-  state1, fn1, batch = _step_setup(accum=1)
-  state2, fn2, _ = _step_setup(accum=2)
-  out1, m1 = fn1(state1, batch)
-  out2, m2 = fn2(state2, batch)
-  np.testing.assert_allclose(m2.compute()["loss"], m1.compute()["loss"], rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(out1["params"]), jax.tree.leaves(out2["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_two_processes_match_one_and_restore_on_one_device(tmp_path, tiny_run):

@@ -74,16 +74,36 @@ def test_no_import_cycle():
   assert not cycles, " -> ".join(cycles[0])
 
 
+def _reachable(modules: dict, start: list[str]) -> set[str]:
+  """Modules of the package that importing `start` can load: every import statement counts,
+  function-level ones included, and importing a module loads its parent packages."""
+  seen, todo = set(), list(start)
+  while todo:
+    name = todo.pop()
+    if name in seen or name not in modules:
+      continue
+    seen.add(name)
+    parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+    todo += [x for x in _imports(modules[name]) if x in modules] + parents
+  return seen
+
+
 def test_inference_imports_no_training_code():
-  """Importing the sampling package loads no lumos_jax.train module; and no module outside
-  lumos_jax/train imports optax (flax.nnx itself imports optax: the `nnx.Optimizer` module is part
-  of `import flax.nnx` in flax 0.12.10, so optax in sys.modules says nothing about our code)."""
+  """No import statement anywhere behind the sampler, the evaluation or the notebook API reaches
+  lumos_jax.train, and importing them loads none; no module outside lumos_jax/train imports
+  optax. (flax.nnx itself imports optax: its `nnx.Optimizer` is part of `import flax.nnx` in flax
+  0.12.10, so optax in sys.modules says nothing about our code.)"""
+  modules = _modules()
+  inference = [m for m in modules if m.startswith("lumos_jax.sample")] + [
+      "lumos_jax.synthetic.evaluate", "lumos_jax.checkpoint"]
+  training = sorted(m for m in _reachable(modules, inference) if m.startswith("lumos_jax.train"))
+  assert not training, f"reachable from the inference modules: {training}"
   code = ("import sys, lumos_jax.sample, lumos_jax.sample.__main__, lumos_jax.synthetic.evaluate;"
           "print([m for m in sys.modules if m.startswith('lumos_jax.train')])")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.stdout.strip() == "[]", out.stdout
-  offenders = [m for m, t in _modules().items()
+  offenders = [m for m, t in modules.items()
                if not m.startswith("lumos_jax.train")
                and any(x.split(".")[0] == "optax" for x in _imports(t))]
   assert not offenders, f"optax imported outside lumos_jax.train: {offenders}"

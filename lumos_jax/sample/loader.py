@@ -1,7 +1,7 @@
 """Loading a trained run for sampling: its config and just its parameters (no optimizer state, no
 trainer), onto the devices given.
 
-  sampler, cfg, vocab = load.load("/tmp/lumos_demo")
+  sampler, cfg, vocab = loader.load("/tmp/lumos_demo")   # or lumos_jax.sample.load(...)
 """
 import jax
 from flax import nnx
