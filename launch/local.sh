@@ -14,7 +14,8 @@ if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
 fi
 n=$1; shift
 python=${PYTHON:-python3}
-port=${PORT:-$($python -c 'import portpicker; print(portpicker.pick_unused_port())')}
+# A free port: bind to port 0 and let the kernel choose one.
+port=${PORT:-$($python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 devices=${DEVICES_PER_PROCESS:-4}
 log_dir=${LOG_DIR:-/tmp/lumos_local_logs}
 mkdir -p "$log_dir"

@@ -15,7 +15,7 @@ from runs import TINY_STEPS, losses, train_command
 def pytest_collection_modifyitems(items):
   here = pathlib.Path(__file__).parent
   for item in items:
-    if here in pathlib.Path(item.fspath).parents:
+    if here in item.path.parents:
       item.add_marker(pytest.mark.e2e)
 
 

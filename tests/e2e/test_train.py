@@ -17,8 +17,9 @@ from helpers import REPO
 TINY = config.load("tiny")
 
 
-# The kill point is drawn from this seed: set LUMOS_KILL_SEED to replay a failure.
-KILL_SEED = int(os.environ.get("LUMOS_KILL_SEED", "0"))
+# The kill point is drawn from this seed, new every session unless LUMOS_KILL_SEED is set: a
+# failure names its seed, and LUMOS_KILL_SEED=<seed> replays it.
+KILL_SEED = int(os.environ.get("LUMOS_KILL_SEED", np.random.SeedSequence().entropy % 2**31))
 
 
 def _run_cmd(workdir, *overrides, devices=8):
