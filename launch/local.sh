@@ -4,33 +4,58 @@
 #
 #   launch/local.sh N --config=configs/tiny.py --workdir=/tmp/run [--config.x=...]
 #
+#   DRY_RUN=1 launch/local.sh 2 --config=...    # print each process's command and env, run nothing
+#
 # Env: DEVICES_PER_PROCESS (CPU devices each process forces, default 4), PORT (coordinator port,
-# default: a free one), PYTHON (default: python3). Process i's output goes to WORKDIR-less
-# logs in $LOG_DIR (default /tmp/lumos_local_logs/process_i.log); process 0's is also echoed.
+# default: a free one), PYTHON (default: python3), JAX_PLATFORMS (default cpu), DRY_RUN=1.
+# Process i's output goes to $LOG_DIR/process_i.log (default /tmp/lumos_local_logs); process 0's
+# is also echoed.
 set -euo pipefail
 if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
   echo "usage: launch/local.sh N --config=configs/<name>.py --workdir=DIR [--config.x=...]" >&2
   exit 2
 fi
 n=$1; shift
+args=("$@")
 python=${PYTHON:-python3}
 # A free port: bind to port 0 and let the kernel choose one.
-port=${PORT:-$($python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+port=${PORT:-$($python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')}
 devices=${DEVICES_PER_PROCESS:-4}
+platforms=${JAX_PLATFORMS:-cpu}
 log_dir=${LOG_DIR:-/tmp/lumos_local_logs}
+
+process_cmd() {  # the command of process $1, into the array `cmd`
+  cmd=("$python" -m lumos_jax.train "${args[@]}" --config.distributed.enabled=True
+       --config.distributed.coordinator="127.0.0.1:$port" --config.distributed.num_processes="$n"
+       --config.distributed.process_id="$1")
+}
+
+if [ -n "${DRY_RUN:-}" ]; then
+  echo "# dry run: nothing started. $n processes on this machine, each with the environment:"
+  echo "XLA_FLAGS=--xla_force_host_platform_device_count=$devices JAX_PLATFORMS=$platforms"
+  for ((i = 0; i < n; i++)); do
+    process_cmd "$i"
+    echo "process $i: ${cmd[*]@Q} > $log_dir/process_$i.log"
+  done
+  exit 0
+fi
+
 mkdir -p "$log_dir"
 pids=()
 for ((i = 0; i < n; i++)); do
-  XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=${JAX_PLATFORMS:-cpu} \
-    $python -m lumos_jax.train "$@" --config.distributed.enabled=True \
-    --config.distributed.coordinator="127.0.0.1:$port" --config.distributed.num_processes="$n" \
-    --config.distributed.process_id="$i" > "$log_dir/process_$i.log" 2>&1 &
+  process_cmd "$i"
+  XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=$platforms \
+    "${cmd[@]}" > "$log_dir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
 status=0
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || { status=$?; echo "process $i failed (exit $status): see $log_dir/process_$i.log" >&2; }
+  wait "${pids[$i]}" || {
+    status=$?
+    echo "process $i failed (exit $status): see $log_dir/process_$i.log" >&2
+  }
 done
 cat "$log_dir/process_0.log"
 exit $status

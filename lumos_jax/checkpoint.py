@@ -11,18 +11,19 @@ without `train_state` and `data` still samples.
 """
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 CHECKPOINTS = "checkpoints"  # WORKDIR/checkpoints/STEP/...
 PARAMS, TRAIN_STATE, DATA = "params", "train_state", "data"
 LEGACY_STATE = "state"  # lumos_jax 0.1: parameters and optimizer state in one item
 
 
-def directory(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir) / CHECKPOINTS
+def directory(workdir) -> epath.Path:
+  """WORKDIR/checkpoints, as an etils path: a gs://bucket/run workdir keeps its scheme (pathlib
+  would turn it into gs:/bucket/run)."""
+  return epath.Path(workdir) / CHECKPOINTS
 
 
 def steps(workdir) -> list[int]:
@@ -35,12 +36,18 @@ def steps(workdir) -> list[int]:
 
 def check_layout(step_dir) -> None:
   """Raises ValueError for a step directory in the lumos_jax 0.1 layout (one `state` item)."""
-  step_dir = pathlib.Path(step_dir)
+  step_dir = epath.Path(step_dir)
   if (step_dir / LEGACY_STATE).is_dir() and not (step_dir / PARAMS).is_dir():
     raise ValueError(f"{step_dir} holds one '{LEGACY_STATE}' item: it was written by lumos_jax "
                      f"0.1; checkpoints now keep '{PARAMS}', '{TRAIN_STATE}' and '{DATA}' apart "
                      "(so that sampling reads the parameters alone). Resume or sample it with "
                      "lumos_jax 0.1, or train the run again")
+
+
+def _absolute(path: epath.Path) -> epath.Path:
+  """`path` made absolute, as orbax wants it; an object-store URL already is (epath's absolute()
+  would put the working directory in front of gs://...)."""
+  return path if "://" in str(path) else path.absolute()
 
 
 def abstract_like(tree, shardings):
@@ -67,7 +74,7 @@ def restore_params(workdir, step: int | None, abstract_params):
   path = directory(workdir) / str(step) / PARAMS
   with ocp.StandardCheckpointer() as reader:
     try:
-      return reader.restore(path.absolute(), abstract_params)
+      return reader.restore(_absolute(path), abstract_params)
     except (ValueError, KeyError) as e:
       raise ValueError(f"checkpoint {path} does not match the model of the run's config: "
                        f"{e}") from e

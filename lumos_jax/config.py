@@ -6,6 +6,7 @@ import json
 import pathlib
 
 import ml_collections
+from etils import epath
 
 from lumos_jax import sharding, tokens
 from lumos_jax.synthetic import dataset as synthetic
@@ -28,14 +29,19 @@ def load(name_or_path: str):
   return module.get_config()
 
 
+def run_config_path(workdir) -> epath.Path:
+  """WORKDIR/config.json; an object-store workdir (gs://bucket/run) keeps its scheme."""
+  return epath.Path(workdir) / RUN_CONFIG
+
+
 def save_run(cfg, workdir) -> None:
   """Writes the run's config as WORKDIR/config.json (what sampling rebuilds the model from)."""
-  (pathlib.Path(workdir) / RUN_CONFIG).write_text(cfg.to_json_best_effort(indent=2))
+  run_config_path(workdir).write_text(cfg.to_json_best_effort(indent=2))
 
 
 def load_run(workdir) -> ml_collections.ConfigDict:
   """The config a run saved in WORKDIR/config.json."""
-  path = pathlib.Path(workdir) / RUN_CONFIG
+  path = run_config_path(workdir)
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
                             "(python -m lumos_jax.train writes config.json there)")
@@ -127,6 +133,11 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))
+  # jax.distributed.initialize arguments (lumos_jax.train.distributed); "" / 0 / () leave a value to
+  # the cluster environment jax detects (SLURM, Open MPI, Cloud TPU, Kubernetes) or its default.
+  # local_device_ids: the devices this process uses (() = jax's choice: one GPU per SLURM task).
   cfg.distributed = ml_collections.ConfigDict(dict(
-      enabled=False, coordinator="", num_processes=0, process_id=0))
+      enabled=False, coordinator="", num_processes=0, process_id=0, local_device_ids=(),
+      cluster_detection_method="", coordinator_bind_address="", initialization_timeout=300,
+      heartbeat_timeout_seconds=100, shutdown_timeout_seconds=300))
   return cfg

@@ -13,8 +13,10 @@ from lumos_jax.sample.sampler import Sampler
 def load(workdir, step: int | None = None, devices=None):
   """(Sampler with the checkpoint's parameters, training config, vocabulary) of a run.
 
-  step: the checkpoint (None: the latest). devices: where the parameters go (default: the first
-  device), sharded over them by the logical-axis rules on a (1, len(devices), 1) mesh.
+  workdir: a local directory or an object-store URL (gs://bucket/run: config.json and the
+  checkpoint are read through etils.epath, which keeps the scheme). step: the checkpoint (None: the
+  latest). devices: where the parameters go (default: the first device), sharded over them by the
+  logical-axis rules on a (1, len(devices), 1) mesh.
   """
   cfg = config_lib.load_run(workdir)
   model_cfg, vocab = config_lib.model_config(cfg), config_lib.vocab(cfg)

@@ -6,7 +6,7 @@ loop, and the `python -m lumos_jax.train` command.
   optim.py        AdamW, clipping, warmup + cosine/constant schedule
   checkpointer.py orbax checkpoints of the state with the data-iterator position
   metrics.py      metrics.jsonl + TensorBoard, FLOPs per token (MFU)
-  distributed.py  jax.distributed start-up
+  distributed.py  jax.distributed start-up and the preflight (same config on every process)
   loop.py         train(cfg, workdir): data, restore, the step loop, eval, saves
   __main__.py     the command line
 """

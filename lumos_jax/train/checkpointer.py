@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pathlib
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from lumos_jax.checkpoint import DATA, PARAMS, TRAIN_STATE, check_layout
 
@@ -30,11 +30,12 @@ def _split(state: dict) -> dict:
 
 
 class Checkpointer:
-  """Keeps the last `keep` checkpoints of a run under `directory`."""
+  """Keeps the last `keep` checkpoints of a run under `directory` (a local path or an object-store
+  URL such as gs://bucket/run/checkpoints: orbax writes through etils.epath)."""
 
   def __init__(self, directory, keep: int = 3, async_save: bool = True):
     self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(
+        epath.Path(directory), options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
 
   def latest_step(self) -> int | None:
@@ -48,8 +49,9 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator):
     """The state saved at `step`, laid out as `abstract_state`; moves `data_iterator` in place."""
-    check_layout(pathlib.Path(str(self.manager.directory)) / str(step))
-    data_dir = pathlib.Path(str(self.manager.directory)) / str(step) / DATA
+    step_dir = epath.Path(self.manager.directory) / str(step)
+    check_layout(step_dir)
+    data_dir = step_dir / DATA
     items = {k: ocp.args.StandardRestore(v) for k, v in _split(abstract_state).items()}
     if (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
       items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -67,7 +69,7 @@ class Checkpointer:
     self.manager.close()
 
 
-def _repositioned(data_dir: pathlib.Path) -> dict:
+def _repositioned(data_dir: epath.Path) -> dict:
   """Iterator state for this process from the states another process count saved.
 
   Old process 0 of m stood at local element k, i.e. the m processes had consumed the first k * m

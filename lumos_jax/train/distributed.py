@@ -1,12 +1,125 @@
-"""Multi-process start-up: jax.distributed from the config or the cluster environment."""
+"""Multi-process start-up: jax.distributed from the config or the cluster environment, and the
+preflight every process runs before training.
+
+  setup_distributed(cfg)   jax.distributed.initialize with the `config.distributed.*` fields
+  preflight(cfg, workdir)  logs this process's devices; refuses to start when the processes were
+                           given different configs or workdirs (ValueError naming them)
+
+The comparison itself (`canonical`, `check_same`) is pure, so it is tested without processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import Sequence
+
 import jax
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+log = logging.getLogger("lumos_jax.train")
+
+# Fields that legitimately differ between the processes of one run (launch/local.sh passes each
+# process its own id); every other field, and the workdir, must be the same everywhere.
+PER_PROCESS_FIELDS = ("distributed.process_id", "distributed.local_device_ids")
 
 
-def setup_distributed(cfg):
-  """jax.distributed.initialize when the config asks (coordinator/process count/id from the config
-  or, left empty, from the cluster environment JAX understands: SLURM, TPU, Open MPI...)."""
+def init_kwargs(dist) -> dict:
+  """The jax.distributed.initialize keyword arguments of a `config.distributed` block.
+
+  Empty values ("" / 0 / ()) become None: jax then takes them from the cluster environment it
+  detects (SLURM, Open MPI, Cloud TPU, Kubernetes) or, for the timeouts, its own defaults.
+  `process_id` counts only when `num_processes` is set (0 is a valid id, so it cannot mean unset).
+  """
+  kwargs = dict(
+      coordinator_address=dist.coordinator or None,
+      num_processes=dist.num_processes or None,
+      process_id=dist.process_id if dist.num_processes else None,
+      local_device_ids=list(dist.get("local_device_ids") or ()) or None,
+      cluster_detection_method=dist.get("cluster_detection_method") or None,
+      coordinator_bind_address=dist.get("coordinator_bind_address") or None)
+  for field in ("initialization_timeout", "heartbeat_timeout_seconds", "shutdown_timeout_seconds"):
+    if dist.get(field):  # left out: jax's default (300 / 100 / 300 s in jax 0.11.2)
+      kwargs[field] = int(dist[field])
+  return kwargs
+
+
+def setup_distributed(cfg) -> None:
+  """jax.distributed.initialize when config field distributed.enabled is set (once per process;
+  it must run before anything touches a device)."""
   dist = cfg.get("distributed")
   if dist and dist.enabled and not jax.distributed.is_initialized():
-    jax.distributed.initialize(coordinator_address=dist.coordinator or None,
-                               num_processes=dist.num_processes or None,
-                               process_id=dist.process_id if dist.num_processes else None)
+    jax.distributed.initialize(**init_kwargs(dist))
+
+
+def canonical(cfg, workdir) -> str:
+  """The config and workdir as sorted JSON, without the PER_PROCESS_FIELDS: the text that must be
+  identical on every process."""
+  flat = _flatten(json.loads(cfg.to_json_best_effort()))
+  for field in PER_PROCESS_FIELDS:
+    flat.pop(field, None)
+  flat["workdir"] = str(epath.Path(workdir))  # "/a/run/" and "/a/run" are one workdir
+  return json.dumps(flat, sort_keys=True)
+
+
+def check_same(texts: Sequence[str]) -> None:
+  """Raises ValueError when the `canonical` texts of the processes (index = process) differ,
+  naming the processes that differ from process 0 and the fields in which they do."""
+  reference = json.loads(texts[0])
+  problems = []
+  for p, text in enumerate(texts[1:], start=1):
+    if text == texts[0]:
+      continue
+    other = json.loads(text)
+    fields = sorted(k for k in reference.keys() | other.keys()
+                    if reference.get(k, "<absent>") != other.get(k, "<absent>"))
+    shown = ", ".join(f"{k}={other.get(k, '<absent>')!r} (process 0: "
+                      f"{reference.get(k, '<absent>')!r})" for k in fields[:5])
+    more = f" and {len(fields) - 5} more" if len(fields) > 5 else ""
+    problems.append(f"process {p}: {shown}{more}")
+  if problems:
+    raise ValueError(
+        f"the {len(texts)} processes were not started with the same config and workdir "
+        f"(every process must get the same --config file, --config.* overrides and --workdir); "
+        f"differing from process 0: {'; '.join(problems)}")
+
+
+def preflight(cfg, workdir) -> None:
+  """Logs this process's place in the run; with several processes, checks that all of them hold
+  the same config and workdir (a collective: every process must call it)."""
+  local = jax.local_devices()
+  log.info("process %d/%d on %s: %d local %s device(s) %s of %d global", jax.process_index(),
+           jax.process_count(), socket.gethostname(), len(local), local[0].platform,
+           [d.id for d in local], jax.device_count())
+  if jax.process_count() == 1:
+    return
+  text = canonical(cfg, workdir)
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+  digests = np.asarray(multihost_utils.process_allgather(digest))  # [processes, 32]
+  if (digests != digests[0]).any():  # every process sees the same digests: all take this branch
+    check_same([t.decode() for t in _allgather_bytes(text.encode())])
+  log.info("preflight: %d processes hold the same config and workdir", jax.process_count())
+
+
+def _allgather_bytes(data: bytes) -> list[bytes]:
+  """`data` of every process (index = process), through two small all-gathers (the lengths, then
+  the bytes padded to the longest)."""
+  lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(data)))).reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(data)] = np.frombuffer(data, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [bytes(row[:n]) for row, n in zip(rows, lengths)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1} (the --config.a.b names)."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

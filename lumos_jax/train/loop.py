@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 import signal
 
 import jax
 import numpy as np
 from clu import parameter_overview
+from etils import epath
 from flax import nnx
 
 from lumos_jax import checkpoint, config as config_lib, masking, sharding
@@ -22,10 +22,13 @@ from lumos_jax.train.step import Functions, build_functions
 log = logging.getLogger("lumos_jax.train")
 
 
-def data_sources(cfg, workdir: pathlib.Path, vocab):
+def data_sources(cfg, workdir: epath.Path, vocab):
   """(train sources, weights, eval source or None); generates the synthetic dataset if absent."""
   d = cfg.data
   if d.kind == "synthetic":
+    if "://" in str(workdir):  # ArrayRecord shards are written through local files
+      raise ValueError(f"config field data.kind='synthetic' writes its records into WORKDIR/data, "
+                       f"which must be a local or mounted directory, not {workdir}")
     for split, count, seed in (("train", d.synthetic_count, d.synthetic_seed),
                                ("eval", d.synthetic_eval_count, d.synthetic_seed + 1)):
       path = workdir / "data" / split
@@ -36,7 +39,7 @@ def data_sources(cfg, workdir: pathlib.Path, vocab):
       multihost_utils.sync_global_devices("synthetic data written")
     train, weights, eval_dir = [workdir / "data" / "train"], None, workdir / "data" / "eval"
   elif d.kind == "records":
-    train, weights, eval_dir = [pathlib.Path(p) for p in d.train], d.get("weights"), d.get("eval")
+    train, weights, eval_dir = [epath.Path(p) for p in d.train], d.get("weights"), d.get("eval")
   elif d.kind == "tfds":  # imported here: tensorflow_datasets only for runs that read TFDS
     from lumos_jax.data import tfds as tfds_data
     train_source, eval_source = tfds_data.sources_from_config(d)
@@ -88,9 +91,10 @@ def global_batch(local: dict, shardings: dict) -> dict:
 def train(cfg, workdir) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
   distributed.setup_distributed(cfg)
+  distributed.preflight(cfg, workdir)  # logs each process's devices; same config everywhere
   if jax.process_index() != 0:
     log.setLevel(logging.WARNING)  # one process reports progress; warnings come from all
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)  # gs://bucket/run keeps its scheme
   workdir.mkdir(parents=True, exist_ok=True)
   mesh_shape, model_cfg, vocab = config_lib.validate(cfg, jax.device_count(), jax.process_count())
   if jax.process_index() == 0:  # what `python -m lumos_jax.sample` rebuilds the model from

@@ -2,10 +2,10 @@
 FLOP model; benchmarks/generate.py uses it for the generation FLOP bound).
 """
 import json
-import pathlib
 import time
 
 import jax
+from etils import epath
 
 
 def forward_flops_per_token(model_cfg, keys: float) -> float:
@@ -24,21 +24,28 @@ def train_flops_per_token(model_cfg, seq_len: int) -> float:
   return 3 * forward_flops_per_token(model_cfg, seq_len / 2)
 
 
+def paths(workdir) -> tuple[epath.Path, str]:
+  """(WORKDIR/metrics.jsonl, the TensorBoard directory WORKDIR/tb as tensorboardX takes it); a
+  gs://bucket/run workdir keeps its scheme (tensorboardX writes gs:// with google-cloud-storage)."""
+  workdir = epath.Path(workdir)
+  return workdir / "metrics.jsonl", str(workdir / "tb")
+
+
 class MetricsWriter:
   """metrics.jsonl + TensorBoard on process 0; nothing elsewhere."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir):
     self.active = jax.process_index() == 0
     if self.active:
       from tensorboardX import SummaryWriter
-      self.jsonl = open(workdir / "metrics.jsonl", "a")
-      self.tb = SummaryWriter(str(workdir / "tb"))
+      jsonl, tb = paths(workdir)
+      self.jsonl = _Lines(jsonl)
+      self.tb = SummaryWriter(tb)
 
   def write(self, step: int, values: dict):
     if not self.active:
       return
     self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-    self.jsonl.flush()
     for k, v in values.items():
       self.tb.add_scalar(k, v, step)
 
@@ -46,6 +53,35 @@ class MetricsWriter:
     if self.active:
       self.jsonl.close()
       self.tb.close()
+
+
+class _Lines:
+  """A text file that lines are appended to, flushed after each line.
+
+  Locally: a file opened in append mode. On an object store (a path with a scheme, gs://...)
+  objects cannot be appended to (gcsfs opens mode "a" as "w") and become visible only when
+  closed, so each write rewrites the whole object: the earlier lines of a resumed run survive and
+  every line is readable at once (metrics files are small; writes come every log_every steps).
+  """
+
+  def __init__(self, path: epath.Path):
+    self.path, self.remote = path, "://" in str(path)
+    if self.remote:
+      self.text = path.read_text() if path.exists() else ""
+    else:
+      self.file = open(path, "a")
+
+  def write(self, line: str) -> None:
+    if self.remote:
+      self.text += line
+      self.path.write_text(self.text)
+    else:
+      self.file.write(line)
+      self.file.flush()
+
+  def close(self) -> None:
+    if not self.remote:
+      self.file.close()
 
 
 class LogWindow:
