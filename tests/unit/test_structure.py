@@ -95,10 +95,11 @@ def test_inference_imports_no_training_code():
   0.12.10, so optax in sys.modules says nothing about our code.)"""
   modules = _modules()
   inference = [m for m in modules if m.startswith("lumos_jax.sample")] + [
-      "lumos_jax.synthetic.evaluate", "lumos_jax.checkpoint"]
+      "lumos_jax.synthetic.evaluate", "lumos_jax.checkpoint", "lumos_jax.inspect"]
   training = sorted(m for m in _reachable(modules, inference) if m.startswith("lumos_jax.train"))
   assert not training, f"reachable from the inference modules: {training}"
-  code = ("import sys, lumos_jax.sample, lumos_jax.sample.__main__, lumos_jax.synthetic.evaluate;"
+  code = ("import sys, lumos_jax.sample, lumos_jax.sample.__main__, lumos_jax.synthetic.evaluate,"
+          " lumos_jax.inspect;"
           "print([m for m in sys.modules if m.startswith('lumos_jax.train')])")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
