@@ -1,7 +1,7 @@
 """Caption adherence of a model trained on the embedded synthetic dataset.
 
   python -m lumos_jax.synthetic.evaluate --workdir=/tmp/lumos_demo [--n=32] [--steps=16] \\
-      [--guidance=3] [--step=K] [--json]
+      [--guidance=3] [--history_mask=0.7] [--step=K] [--json]
 
 Generates one video (text-to-video, `data.max_frames` frames) for each of the first N captions of
 the held-out eval split (the videos written to WORKDIR/data/eval: seed data.synthetic_seed + 1,
@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
+from etils import epath
 from PIL import Image, ImageDraw
 
 from lumos_jax import cli
@@ -80,7 +83,7 @@ def _row(name: str, s: dict) -> str:
 
 def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str | None,
         temperature_schedule: str = "cumulative", top_k: int = 0, step: int | None = None,
-        log=sys.stderr) -> dict:
+        history_mask: float = 0.7, log=sys.stderr) -> dict:
   """Generates, scores and writes everything; returns the scores dict (see module docstring)."""
   from lumos_jax import config as config_lib, sample
   train_cfg = config_lib.load_run(workdir)
@@ -90,13 +93,14 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   tokenizer = sample.synthetic_tokenizer(train_cfg)
   syn = tokenizer.cfg
   samples = eval_samples(train_cfg, n, syn)  # checks before loading or compiling anything
-  out = pathlib.Path(out or pathlib.Path(workdir) / "eval")
+  dest = epath.Path(out or epath.Path(workdir) / "eval")
+  out = _staging(dest)  # dest itself, or a local directory copied to dest (gs://...) at the end
   (out / "videos").mkdir(parents=True, exist_ok=True)
   sampler, _, vocab = sample.load(workdir, step)
   sc = sample.SampleConfig(frames=syn.frames, height=syn.grid, width=syn.grid, fps=syn.fps,
                            duration=syn.duration, steps=steps, cfg_scale=cfg_scale,
                            temperature_schedule=temperature_schedule, top_k=top_k,
-                           code_limit=tokenizer.n_codes)
+                           history_mask=history_mask, code_limit=tokenizer.n_codes)
   videos, rows, t0 = [], [], time.perf_counter()
   for i, s in enumerate(samples):
     codes = sampler.generate(vocab.encode_text(s.caption), sc, seed=seed + i)
@@ -120,14 +124,36 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
                             guidance=cfg_scale, seed=seed,
                             temperature_schedule=temperature_schedule, top_k=top_k,
-                            frames=syn.frames)
+                            history_mask=history_mask, frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
   (out / "scores.json").write_text(json.dumps(_json_safe(scores), indent=1, allow_nan=False))
   Image.fromarray(contact_sheet(videos, captions, rows)).save(out / "contact_sheet.png")
   grid = np.concatenate([video.captioned(v, c) for v, c in zip(videos[:8], captions)], 1)
   for suffix in ("gif", "mp4"):
     video.write_video(out / f"samples.{suffix}", grid, fps=syn.fps)
+  _publish(out, dest)
   return scores
+
+
+def _staging(dest: epath.Path) -> pathlib.Path:
+  """Where `run` writes (a pathlib.Path: imageio takes no other path type): `dest` itself when it
+  is local; for an object store (a scheme such as gs://) a temporary local directory, since numpy,
+  PIL and ffmpeg write local files."""
+  if "://" in str(dest):
+    return pathlib.Path(tempfile.mkdtemp(prefix="lumos_eval_"))
+  return pathlib.Path(dest)
+
+
+def _publish(staged: pathlib.Path, dest: epath.Path) -> None:
+  """Copies a staging directory's files to an object-store `dest` and removes it (nothing to do
+  for a local `dest`: `run` wrote there)."""
+  if "://" not in str(dest):
+    return
+  for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+    target = dest / str(path.relative_to(staged))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+  shutil.rmtree(staged)
 
 
 def table(scores: dict) -> str:
@@ -149,6 +175,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                        flag_values=fv)
   flags.DEFINE_integer("steps", 16, "masked-decoding steps per frame", flag_values=fv)
   flags.DEFINE_float("guidance", 3.0, "classifier-free guidance scale", flag_values=fv)
+  flags.DEFINE_float("history_mask", 0.7, "fraction of each finished frame masked in the cache "
+                     "(rho_inf; 0: none)", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
   flags.DEFINE_enum("temperature_schedule", "cumulative", SCHEDULES, "see lumos_jax.sample",
                     flag_values=fv)
   flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)", flag_values=fv)
@@ -166,12 +194,12 @@ def command(f, args: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments {list(args)}: evaluate takes --flags only "
                          "(quote values with spaces)")
   scores = run(f.workdir, f.n, f.steps, f.guidance, f.seed, f.out, f.temperature_schedule,
-               f.top_k, f.step)
+               f.top_k, f.step, f.history_mask)
   if f.json:
     print(json.dumps(_json_safe({k: v for k, v in scores.items() if k != "per_video"}),
                      allow_nan=False))
   else:
-    out = f.out or pathlib.Path(f.workdir) / "eval"
+    out = f.out or epath.Path(f.workdir) / "eval"
     print(table(scores))
     print(f"wrote {out}/scores.json, contact_sheet.png, samples.gif, samples.mp4 and videos/")
   return 0

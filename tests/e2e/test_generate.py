@@ -1,6 +1,7 @@
 """The generation command line on a (briefly) trained tiny run: outputs and request checks."""
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -94,8 +95,9 @@ def test_sampling_reads_only_the_parameters(workdir, tmp_path):
     if step_dir.name.isdigit():
       shutil.rmtree(step_dir / checkpoint.TRAIN_STATE)
       shutil.rmtree(step_dir / checkpoint.DATA)
-  assert list(checkpoint.directory(workdir).rglob(checkpoint.TRAIN_STATE))
-  assert not list(checkpoint.directory(copy).rglob(checkpoint.TRAIN_STATE))
+  # checkpoint.directory is an etils path (object stores); a local one walks with pathlib's rglob.
+  assert list(pathlib.Path(checkpoint.directory(workdir)).rglob(checkpoint.TRAIN_STATE))
+  assert not list(pathlib.Path(checkpoint.directory(copy)).rglob(checkpoint.TRAIN_STATE))
   sampler, cfg, vocab = sample.load(copy)
   whole, _, _ = sample.load(workdir)
   _, initial = model_lib.init_model(config_lib.model_config(cfg), cfg.seed)
@@ -118,7 +120,7 @@ def test_evaluate_command(workdir, tmp_path, capsys):
     assert scores["dataset"][key] == 1.0  # the scorer on the eval videos themselves
   assert scores["chance"] == {"shape_acc": 0.25, "color_acc": 0.125, "direction_acc": 0.25}
   assert scores["settings"]["n"] == 3 and scores["settings"]["frames"] == 2
-  assert scores["settings"]["guidance"] == 3.0
+  assert scores["settings"]["guidance"] == 3.0 and scores["settings"]["history_mask"] == 0.7
   saved = json.loads((out / "scores.json").read_text())
   assert len(saved["per_video"]) == 3 and saved["shape_acc"] == scores["shape_acc"]
   sheet = iio.imread(out / "contact_sheet.png")
@@ -133,4 +135,6 @@ def test_evaluate_command(workdir, tmp_path, capsys):
     evaluate.main([f"--workdir={workdir}", "--cfg=3"])
   with pytest.raises(app.UsageError, match="unexpected arguments"):
     evaluate.main([f"--workdir={workdir}", "stray"])
+  with pytest.raises(flags.IllegalFlagValueError, match="history_mask"):
+    evaluate.main([f"--workdir={workdir}", "--history_mask=2"])
   assert evaluate._json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
