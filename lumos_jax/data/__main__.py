@@ -130,8 +130,9 @@ def _import_run(args: list[str], fv: flags.FlagValues) -> int:
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  why = ", ".join(f"{n} {kind}" for kind, n in sorted(result.reasons.items()))
   print(f"imported {result.written} records into {result.out}; skipped {len(result.skipped)} "
-        "bad record(s)")
+        f"bad record(s){f' ({why})' if why else ''}")
   return 0 if result.written else 1
 
 
@@ -221,8 +222,9 @@ COMMANDS: dict[str, Command] = {
         "imported into one directory. OUT: the record directory to create (must not hold "
         "records). Fills the frame-count/fps prompt placeholders with digit tokens, optionally "
         "cuts videos to N latent frames with the official header rewrite, validates every sample "
-        "(bad ones are reported with file and reason and skipped, or fatal with --strict) and "
-        "writes ArrayRecord shards.", _import_run),
+        "against the strict official layout (bad ones, and bad index lines as INDEX:LINE, are "
+        "reported with the reason and skipped, or fatal with --strict), writes ArrayRecord shards "
+        "and prints how many were imported and skipped, per kind of reason.", _import_run),
     "inspect": Command(
         "DIR", (1, 1),
         "summarize a record directory (samples, frames, resolutions, lengths, bad records)",

@@ -33,8 +33,10 @@ official text-to-video form (-100 up to and including the first SEP, equal to th
 it), which the trainer can rebuild from the tokens; a record whose labels differ is rejected
 rather than silently losing them.
 
-A sample that fails any check is reported with its file and the reason and skipped, or raises
-`BadRecord` with `strict=True`.
+A sample that fails any check (the converted sequence must pass `layout_check.validate`, the
+strict official layout) is reported with its file and the reason and skipped, or raises
+`BadRecord` with `strict=True`; so is a bad index line (reported as INDEX:LINE). The import counts
+the skipped ones per kind (`SampleError.kind`, or "bad index line").
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from lumos_jax import layout_check
 from lumos_jax import tokens as tokens_lib
 from lumos_jax.data import records, safe_pickle
 from lumos_jax.data.official_index import Entry, digits, find_root, load_num2tokens, read_index
@@ -62,11 +65,32 @@ IGNORE = -100  # label of tokens without loss
 
 
 class BadRecord(ValueError):
-  """A sample that cannot be imported: `file` (as listed in the index) and `reason`."""
+  """A sample (or index line) that cannot be imported: `file` (as listed in the index, or
+  "INDEX:LINE"), `reason` and its `kind` (see `SampleError`)."""
 
-  def __init__(self, file: str, reason: str):
+  def __init__(self, file: str, reason: str, kind: str = "bad sample"):
     super().__init__(f"{file}: {reason}")
-    self.file, self.reason = file, reason
+    self.file, self.reason, self.kind = file, reason, kind
+
+
+class SampleError(ValueError):
+  """Why a sample is refused: `kind`, the short category the import summary counts ("missing
+  file", "unreadable pickle", "bad fields", "malformed sequence", "bad timing", "bad prompt"),
+  and the reason as the message."""
+
+  def __init__(self, kind: str, reason: str):
+    super().__init__(reason)
+    self.kind = kind
+
+
+def _stage(kind: str, fn: Callable, *args):
+  """fn(*args), its ValueError re-raised as SampleError(kind, reason)."""
+  try:
+    return fn(*args)
+  except SampleError:
+    raise
+  except ValueError as e:
+    raise SampleError(kind, str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,16 +273,17 @@ def convert(sample: Any, *, num2tokens: dict[int, list[int]], frames: int | None
     entry: the index line, checked against the sample (len, id) when given.
   The record id is the sample's "id" (else the index's, else `source`).
   Raises:
-    ValueError saying what is wrong with the sample.
+    SampleError (a ValueError) saying what is wrong with the sample, and its kind.
   """
-  ids, ident = _validated(sample, entry)
-  parsed = _structure(ids)
-  n, duration, fps = _timing(parsed, frames)
-  prompt = _fill_prompt(parsed.prefix, fps * duration, fps, num2tokens)
+  ids, ident = _stage("bad fields", _validated, sample, entry)
+  parsed = _stage("malformed sequence", _structure, ids)
+  n, duration, fps = _stage("bad timing", _timing, parsed, frames)
+  prompt = _stage("bad prompt", _fill_prompt, parsed.prefix, fps * duration, fps, num2tokens)
   header = tokens_lib.video_header(VOCAB, duration, fps)
   kept = ids[parsed.blocks[0][0]:parsed.blocks[n - 1][1]]
   out = np.concatenate([prompt, header, kept, tokens_lib.video_trailer(VOCAB)]).astype(np.int32)
-  layout = tokens_lib.parse(out, VOCAB)  # the output must itself be a valid official sequence
+  # The output must be a training sample in exactly the official layout.
+  layout = _stage("malformed sequence", layout_check.validate, out, VOCAB)
   if int(layout.frame.max()) + 1 != n:
     raise ValueError(f"internal: the output parses to {int(layout.frame.max()) + 1} frames, "
                      f"not {n}")
@@ -272,11 +297,12 @@ def load_sample(root: pathlib.Path, entry: Entry, *, num2tokens: dict[int, list[
   """Reads and converts the file of one index entry; ValueError with the reason if it is bad."""
   path = root / entry.file
   if not path.is_file():
-    raise ValueError(f"missing file ({path} does not exist)")
+    raise SampleError("missing file", f"missing file ({path} does not exist)")
   try:
     sample = safe_pickle.load(path)
   except Exception as e:  # refused globals, truncated or foreign files: all just "bad"
-    raise ValueError(f"refused/unreadable pickle: {type(e).__name__}: {e}") from None
+    raise SampleError("unreadable pickle",
+                      f"refused/unreadable pickle: {type(e).__name__}: {e}") from None
   return convert(sample, num2tokens=num2tokens, frames=frames, source=entry.file, entry=entry)
 
 
@@ -286,20 +312,21 @@ def load_sample(root: pathlib.Path, entry: Entry, *, num2tokens: dict[int, list[
 
 def iter_records(entries: Sequence[Entry], root: pathlib.Path, *,
                  num2tokens: dict[int, list[int]], frames: int | None = None, strict: bool = False,
-                 on_bad: Callable[[str, str], None] | None = None,
+                 on_bad: Callable[[BadRecord], None] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Iterator[records.Record]:
-  """Converted records of `entries`, in order; bad ones go to `on_bad(file, reason)` and are
+  """Converted records of `entries`, in order; bad ones go to `on_bad(BadRecord)` and are
   skipped, or raise `BadRecord` when `strict`."""
   skipped = 0
   for done, entry in enumerate(entries, 1):
     try:
       record = load_sample(root, entry, num2tokens=num2tokens, frames=frames)
     except ValueError as e:
+      bad = BadRecord(entry.file, str(e), getattr(e, "kind", "bad sample"))
       if strict:
-        raise BadRecord(entry.file, str(e)) from None
+        raise bad from None
       skipped += 1
       if on_bad is not None:
-        on_bad(entry.file, str(e))
+        on_bad(bad)
     else:
       yield record
     if progress is not None:
@@ -310,7 +337,8 @@ def iter_records(entries: Sequence[Entry], root: pathlib.Path, *,
 class ImportResult:
   out: pathlib.Path
   written: int
-  skipped: list[tuple[str, str]]  # (file, reason) of each bad sample
+  skipped: list[tuple[str, str]]  # (file or "INDEX:LINE", reason) of each bad sample/index line
+  reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # skipped per kind
 
 
 def import_lumos(index: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.PathLike, *,
@@ -319,9 +347,11 @@ def import_lumos(index: str | os.PathLike | Iterable[str | os.PathLike], out: st
                  log: TextIO | None = None) -> ImportResult:
   """Imports the samples one or more indexes list into a record directory `out`.
 
-  Bad samples are reported on `log` as "skipped FILE: REASON" (or raise `BadRecord` when
-  `strict`, leaving no shard behind); progress lines go to `log` too (default: sys.stderr,
-  looked up at call time so redirections apply).
+  Bad samples and bad index lines (a .jsonl line that is not JSON or lacks a string `file`)
+  are reported on `log` as "skipped FILE: REASON" (FILE is "INDEX:LINE" for an index line) and
+  counted per kind in `reasons` (or raise `BadRecord` when `strict`, leaving no shard behind);
+  progress lines go to `log` too (default: sys.stderr, looked up at call time so redirections
+  apply).
   """
   log = log or sys.stderr
   indexes = [index] if isinstance(index, (str, os.PathLike)) else list(index)
@@ -331,16 +361,22 @@ def import_lumos(index: str | os.PathLike | Iterable[str | os.PathLike], out: st
     raise ValueError(f"frames must be at least 1, got {frames}")
   root = pathlib.Path(root) if root is not None else find_root(indexes[0])
   num2tokens = load_num2tokens(root)
-  entries = [e for i in indexes for e in read_index(i, root, log=log)]
-  skipped: list[tuple[str, str]] = []
+  result = ImportResult(out=pathlib.Path(out), written=0, skipped=[])
 
-  def on_bad(file: str, reason: str):
-    skipped.append((file, reason))
-    print(f"skipped {file}: {reason}", file=log, flush=True)
+  def on_bad(bad: BadRecord):
+    if strict:
+      raise bad
+    result.skipped.append((bad.file, bad.reason))
+    result.reasons[bad.kind] = result.reasons.get(bad.kind, 0) + 1
+    print(f"skipped {bad.file}: {bad.reason}", file=log, flush=True)
+
+  on_bad_line = lambda where, reason: on_bad(BadRecord(where, reason, "bad index line"))
+  entries = [e for i in indexes for e in read_index(i, root, log=log, on_bad=on_bad_line)]
 
   args = {"command": "import-lumos", "index": [str(i) for i in indexes], "root": str(root),
           "frames": frames, "strict": strict}
   stream = iter_records(entries, root, num2tokens=num2tokens, frames=frames, strict=strict,
                         on_bad=on_bad, progress=Progress(len(entries), "import-lumos", log))
-  written = records.write_records(out, stream, shard_size=shard_size, vocab=VOCAB, args=args)
-  return ImportResult(out=pathlib.Path(out), written=written, skipped=skipped)
+  result.written = records.write_records(out, stream, shard_size=shard_size, vocab=VOCAB,
+                                         args=args)
+  return result

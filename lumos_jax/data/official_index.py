@@ -7,9 +7,11 @@ import json
 import os
 import pathlib
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 NUM2TOKENS = pathlib.Path("data") / "num2tokens.json"
+OnBad = Callable[[str, str], None]  # (where: "PATH:LINE", reason) of a bad index line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,37 +32,53 @@ def find_root(index: str | os.PathLike) -> pathlib.Path:
                    "pass the official code root explicitly (--root)")
 
 
-def _entry(item: Any, where: str) -> Entry:
+def _entry(item: Any) -> Entry:
+  """One index item {file, len, id} -> Entry; ValueError saying which field is wrong."""
   if not isinstance(item, dict) or not isinstance(item.get("file"), str):
-    raise ValueError(f"{where}: expected an object with a string 'file', got {item!r:.200}")
+    raise ValueError(f"expected an object with a string 'file', got {item!r:.200}")
   length, ident = item.get("len"), item.get("id")
   if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
-    raise ValueError(f"{where}: 'len' must be an int, got {length!r:.100}")
+    raise ValueError(f"'len' must be an int, got {length!r:.100}")
   if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (int, str))):
-    raise ValueError(f"{where}: 'id' must be an int or str, got {ident!r:.100}")
+    raise ValueError(f"'id' must be an int or str, got {ident!r:.100}")
   return Entry(file=item["file"], len=length, id=ident)
 
 
-def _read_json_index(path: pathlib.Path) -> list[Entry]:
-  """Entries of a merge-record.json (a JSON list) or a *.jsonl (one object per line)."""
+def _raise(where: str, reason: str):
+  raise ValueError(f"{where}: {reason}")
+
+
+def _read_json_index(path: pathlib.Path, on_bad: OnBad) -> list[Entry]:
+  """Entries of a merge-record.json (a JSON list) or a *.jsonl (one object per line).
+
+  A bad line or entry (not JSON, no string `file`, a `len`/`id` of the wrong type) goes to
+  `on_bad(where, reason)` (where = "PATH:LINE" or "PATH: entry K") and is left out.
+  """
   text = path.read_text()
+  items = []
   if path.suffix == ".jsonl":
-    items = []
     for line_no, line in enumerate(text.splitlines(), 1):
       if line.strip():
         try:
           items.append((json.loads(line), f"{path}:{line_no}"))
         except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{line_no}: not JSON ({e})") from None
-    return [_entry(item, where) for item, where in items]
-  try:
-    items = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not JSON ({e})") from None
-  if not isinstance(items, list):
-    raise ValueError(f"{path}: expected a JSON list of {{file, len, id}}, "
-                     f"got {type(items).__name__}")
-  return [_entry(item, f"{path}: entry {k}") for k, item in enumerate(items)]
+          on_bad(f"{path}:{line_no}", f"bad index line: not JSON ({e})")
+  else:
+    try:
+      listed = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(listed, list):
+      raise ValueError(f"{path}: expected a JSON list of {{file, len, id}}, "
+                       f"got {type(listed).__name__}")
+    items = [(item, f"{path}: entry {k}") for k, item in enumerate(listed)]
+  entries = []
+  for item, where in items:
+    try:
+      entries.append(_entry(item))
+    except ValueError as e:
+      on_bad(where, f"bad index line: {e}")
+  return entries
 
 
 def _yaml_paths(path: pathlib.Path, log: TextIO) -> list[str]:
@@ -80,11 +98,15 @@ def _yaml_paths(path: pathlib.Path, log: TextIO) -> list[str]:
 
 
 def read_index(index: str | os.PathLike, root: str | os.PathLike, *,
-               log: TextIO | None = None) -> list[Entry]:
+               log: TextIO | None = None, on_bad: OnBad | None = None) -> list[Entry]:
   """The entries an index lists (.json, .jsonl, or a .yaml whose paths are relative to `root`).
 
-  Notes (an ignored yaml `ratio`) go to `log` (default: sys.stderr at call time).
+  Notes (an ignored yaml `ratio`) go to `log` (default: sys.stderr at call time). A bad line of
+  a .jsonl (or entry of a .json list) is passed to `on_bad(where, reason)`, where = "PATH:LINE"
+  (or "PATH: entry K"), and left out; without `on_bad` it raises ValueError("where: reason").
+  An unreadable index as a whole always raises.
   """
+  on_bad = on_bad or _raise
   log = log or sys.stderr
   path = pathlib.Path(index)
   if not path.is_file():
@@ -95,12 +117,12 @@ def read_index(index: str | os.PathLike, root: str | os.PathLike, *,
       sub_path = pathlib.Path(root) / sub
       if sub_path.suffix not in (".json", ".jsonl"):
         raise ValueError(f"{path}: META path {sub} must be a .json or .jsonl index")
-      entries += read_index(sub_path, root, log=log)
+      entries += read_index(sub_path, root, log=log, on_bad=on_bad)
     return entries
   if path.suffix not in (".json", ".jsonl"):
     raise ValueError(f"{path}: unsupported index type {path.suffix!r} (use a merge-record.json, "
                      "a *-record.jsonl or a data .yaml)")
-  return _read_json_index(path)
+  return _read_json_index(path, on_bad)
 
 
 def load_num2tokens(root: str | os.PathLike) -> dict[int, list[int]]:
