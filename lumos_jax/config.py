@@ -8,7 +8,7 @@ import pathlib
 import ml_collections
 from etils import epath
 
-from lumos_jax import sharding, tokens
+from lumos_jax import config_checks, sharding, tokens
 from lumos_jax.synthetic import dataset as synthetic
 from lumos_jax.model import ModelConfig
 
@@ -51,29 +51,65 @@ def load_run(workdir) -> ml_collections.ConfigDict:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def validate(cfg, n_devices: int, n_processes: int = 1):
-  """Checks a training config before anything compiles.
+class ConfigError(ValueError):
+  """A training config that cannot run. `errors` holds one line per problem, each naming the
+  config field, its value and what is expected; str() is those lines joined by newlines."""
 
-  Returns (mesh shape, model config, vocabulary); raises ValueError naming the config field.
+  def __init__(self, errors):
+    self.errors = list(errors)
+    super().__init__("\n".join(self.errors))
+
+
+def check_fields(cfg) -> None:
+  """Raises ConfigError with a line per bad field (`config_checks.field_errors`): the checks that
+  need no devices, run before anything else (distributed setup, the workdir)."""
+  errors = config_checks.field_errors(cfg)
+  if errors:
+    raise ConfigError(errors.values())
+
+
+def validate(cfg, n_devices: int, n_processes: int = 1):
+  """Checks a training config before anything loads or compiles: the type and range of every
+  field of `base()` (`config_checks.field_errors`), then the mesh against the devices, the model
+  against the vocabulary, and the batch against the data axes, accumulation steps and processes.
+
+  Returns (mesh shape, model config, vocabulary); raises ConfigError carrying every problem found,
+  one line each (checks of several fields together are left out where one of them is bad).
   """
-  for field in ("steps", "checkpoint_every", "seed", "log_every"):
-    if not isinstance(cfg.get(field), int):
-      raise ValueError(f"config field {field} must be an int, got {cfg.get(field)!r}")
-  try:
-    shape = sharding.resolve_mesh_shape(cfg.mesh, n_devices)
-  except ValueError as e:
-    raise ValueError(f"config field mesh={tuple(cfg.mesh)} does not fit the {n_devices} "
-                     f"devices: {e}") from e
-  model_cfg = model_config(cfg)  # head_dim / MM-RoPE, GQA, vocabulary size
-  batch_shards = shape[0] * shape[1]
-  if cfg.data.batch_size % (batch_shards * cfg.optim.accum_steps):
-    raise ValueError(f"config field data.batch_size={cfg.data.batch_size} must be divisible by "
-                     f"the data axes (data x fsdp = {batch_shards}) times optim.accum_steps="
-                     f"{cfg.optim.accum_steps}")
-  if cfg.data.batch_size % n_processes:
-    raise ValueError(f"config field data.batch_size={cfg.data.batch_size} must be divisible by "
-                     f"the {n_processes} processes")
+  by_field = config_checks.field_errors(cfg)
+  errors = list(by_field.values())
+  # The checks of several fields together run only on fields whose own checks passed.
+  ok = lambda *prefixes: not any(f.startswith(prefixes) for f in by_field)
+  shape = model_cfg = None
+  if ok("mesh"):
+    try:
+      shape = sharding.resolve_mesh_shape(cfg.mesh, n_devices)
+    except ValueError as e:
+      errors.append(f"config field mesh={tuple(cfg.mesh)} does not fit the {n_devices} "
+                    f"devices: {e}")
+  if ok("vocab", "model."):
+    try:
+      model_cfg = model_config(cfg)  # head_dim / MM-RoPE, GQA, vocabulary size
+    except (ValueError, TypeError) as e:
+      errors.append(str(e))
+  if shape and ok("data.batch_size", "optim.accum_steps"):
+    errors.extend(_batch_errors(cfg, shape[0] * shape[1], n_processes))
+  if errors:
+    raise ConfigError(errors)
   return shape, model_cfg, vocab(cfg)
+
+
+def _batch_errors(cfg, batch_shards: int, n_processes: int) -> list[str]:
+  """The batch splits into data shards x accumulation steps, and over the processes."""
+  errors, batch, accum = [], cfg.data.batch_size, cfg.optim.accum_steps
+  if batch % (batch_shards * accum):
+    errors.append(f"config field data.batch_size={batch} must be divisible by the data axes "
+                  f"(data x fsdp = {batch_shards}) times optim.accum_steps={accum} (the "
+                  f"per-device batch {batch / batch_shards:g} split into {accum} micro-batches)")
+  if batch % n_processes:
+    errors.append(f"config field data.batch_size={batch} must be divisible by the "
+                  f"{n_processes} processes")
+  return errors
 
 
 def vocab(cfg) -> tokens.Vocab:

@@ -14,6 +14,7 @@ Python API (notebooks):
                            sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
 """
 import pathlib
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,10 +27,30 @@ from lumos_jax.sample.loader import load, synthetic_tokenizer
 MODES = ("t2i", "t2v", "i2v")
 
 
-def read_image_codes(path: str, cfg, height: int, width: int) -> np.ndarray:
-  """Conditioning frames as codes [n, H, W]: a `.npy` of codes, or (synthetic runs) an image."""
+class RequestError(ValueError):
+  """A sampling request the run cannot serve (bad flag value, bad conditioning frames): raised
+  before anything loads or compiles; the command prints it as one line and exits with code 2."""
+
+
+def code_count(cfg, vocab) -> int:
+  """How many visual codes the run's tokenizer has: the synthetic patch tokenizer's for synthetic
+  runs, otherwise the vocabulary's visual size."""
+  if cfg.data.kind == "synthetic":
+    return synthetic_tokenizer(cfg).n_codes
+  return vocab.visual_size
+
+
+def read_image_codes(path: str, cfg, height: int, width: int, n_codes: int) -> np.ndarray:
+  """Conditioning frames as int codes [n, H, W] in [0, n_codes): a `.npy` of integer codes, or
+  (synthetic runs) an image; raises RequestError for a missing file or any other shape, dtype or
+  range."""
+  if not pathlib.Path(path).is_file():
+    raise RequestError(f"--image={path}: no such file")
   if path.endswith(".npy"):
-    codes = np.load(path)
+    try:
+      codes = np.load(path)
+    except (ValueError, OSError) as e:  # not a .npy, or an object array (pickles are refused)
+      raise RequestError(f"--image={path}: not a .npy of codes ({e})") from e
     codes = codes[None] if codes.ndim == 2 else codes
   elif cfg.data.kind == "synthetic":
     import imageio.v3 as iio
@@ -37,44 +58,76 @@ def read_image_codes(path: str, cfg, height: int, width: int) -> np.ndarray:
     pixels = pixels[None] if pixels.ndim == 3 else pixels
     codes = synthetic_tokenizer(cfg).encode(pixels[:1])
   else:
-    raise ValueError(f"--image={path}: give the conditioning frame as a .npy of visual codes "
-                     "(this run has no built-in visual tokenizer)")
+    raise RequestError(f"--image={path}: give the conditioning frame as a .npy of visual codes "
+                       "(this run has no built-in visual tokenizer)")
   if codes.ndim != 3 or codes.shape[1:] != (height, width):
-    raise ValueError(f"--image={path}: expected codes of {height}x{width} latents (or a frame "
-                     f"that encodes to it), got shape {codes.shape}")
-  return codes
+    raise RequestError(f"--image={path}: expected codes of {height}x{width} latents (or a frame "
+                       f"that encodes to it), got shape {codes.shape}")
+  if not np.issubdtype(codes.dtype, np.integer):
+    raise RequestError(f"--image={path}: codes must be integers, got dtype {codes.dtype}")
+  if codes.size and (codes.min() < 0 or codes.max() >= n_codes):
+    raise RequestError(f"--image={path}: codes must lie in [0, {n_codes}) (this run's tokenizer "
+                       f"has {n_codes} codes), got values in [{codes.min()}, {codes.max()}]")
+  return codes.astype(np.int32)
+
+
+def check_flags(f) -> None:
+  """Raises RequestError for a flag value outside its range (before anything loads)."""
+  checks = (
+      (f.mode in MODES, f"--mode={f.mode!r}: choose one of {MODES}"),
+      (f.steps >= 1, f"--steps={f.steps}: expected at least 1 decoding step per frame"),
+      (0.0 <= f.history_mask <= 1.0, f"--history_mask={f.history_mask}: expected a fraction "
+       "in [0, 1]"),
+      (0.0 < f.top_p <= 1.0, f"--top_p={f.top_p}: expected a probability in (0, 1] (1: off)"),
+      (f.top_k >= 0, f"--top_k={f.top_k}: expected an int >= 0 (0: off)"),
+      (f.temperature >= 0.0, f"--temperature={f.temperature}: expected a number >= 0"),
+      (f.frames >= 0, f"--frames={f.frames}: expected >= 0 (0: the trained data.max_frames)"),
+      (f.height >= 0 and f.width >= 0, f"--height={f.height} --width={f.width}: expected latent "
+       "sizes >= 1 (0: the synthetic dataset's)"))
+  for ok, message in checks:
+    if not ok:
+      raise RequestError(message)
+
+
+def frame_counts(f, cfg, n_given: int) -> tuple[int, int]:
+  """(total frames, new frames) of a request with `n_given` conditioning frames."""
+  max_frames = cfg.data.max_frames
+  total = 1 if f.mode == "t2i" else (f.frames or max_frames)
+  if total > max_frames:
+    raise RequestError(f"--frames={total}: this model was trained on at most "
+                       f"data.max_frames={max_frames} frames (positions beyond are untrained)")
+  if n_given >= total:
+    raise RequestError(
+        f"--image={f.image} gives {n_given} frame(s) and the video has {total} in all, so none "
+        f"is left to generate; this model was trained on at most data.max_frames={max_frames} "
+        f"frames: give at most {max_frames - 1} frame(s) and --frames above their count")
+  return total, total - n_given
 
 
 def request(argv_flags, cfg, vocab):
-  """(text ids, SampleConfig, given frames) of a command-line request; raises before compiling."""
+  """(text ids, SampleConfig, given frames) of a command-line request; raises RequestError before
+  anything loads or compiles."""
   f = argv_flags
-  if f.mode not in MODES:
-    raise ValueError(f"--mode={f.mode!r}: choose one of {MODES}")
+  check_flags(f)
   height = f.height or (8 if cfg.data.kind == "synthetic" else 0)
   width = f.width or height
   if not height:
-    raise ValueError("--height and --width (latent rows/columns) are required for this run")
+    raise RequestError("--height and --width (latent rows/columns) are required for this run")
   if f.mode == "i2v" and not f.image:
-    raise ValueError("--mode=i2v needs --image")
-  given = read_image_codes(f.image, cfg, height, width) if f.mode == "i2v" else None
-  n_given = 0 if given is None else len(given)
-  total = 1 if f.mode == "t2i" else (f.frames or cfg.data.max_frames)
-  frames = total - n_given
-  if frames < 1 or total > cfg.data.max_frames:
-    raise ValueError(f"--frames={total}: this model was trained on at most "
-                     f"data.max_frames={cfg.data.max_frames} frames (positions beyond are "
-                     "untrained)")
+    raise RequestError("--mode=i2v needs --image")
+  n_codes = code_count(cfg, vocab)
+  given = read_image_codes(f.image, cfg, height, width, n_codes) if f.mode == "i2v" else None
+  total, frames = frame_counts(f, cfg, 0 if given is None else len(given))
   if vocab.byte_text_offset is None:
-    raise ValueError("this run uses the official vocabulary: its prompts need the Chameleon BPE "
-                     "tokenizer, which is not bundled; use the Python API with token ids")
+    raise RequestError("this run uses the official vocabulary: its prompts need the Chameleon BPE "
+                       "tokenizer, which is not bundled; use the Python API with token ids")
   fps = cfg.data.get("fps", 4) if f.mode != "t2i" else 1
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
                            duration=max(1, total // fps) if f.mode != "t2i" else 1, steps=f.steps,
                            cfg_scale=f.guidance, history_mask=f.history_mask,
                            temperature=f.temperature, temperature_schedule=f.temperature_schedule,
                            top_k=f.top_k, top_p=f.top_p,
-                           code_limit=(synthetic_tokenizer(cfg).n_codes
-                                       if cfg.data.kind == "synthetic" else 0))
+                           code_limit=n_codes if cfg.data.kind == "synthetic" else 0)
   return vocab.encode_text(f.prompt), sc, given
 
 
@@ -115,7 +168,8 @@ def main(argv: Sequence[str]) -> int:
   """The command in-process: `argv` is what follows `python -m lumos_jax.sample` (no program
   name), parsed into a fresh flags.FlagValues, so it can be called repeatedly. Returns the exit
   code (0); raises flags.Error for a bad command line (unknown or ill-typed flag, no --workdir),
-  app.UsageError for positional arguments, ValueError for a request the run cannot serve."""
+  app.UsageError for positional arguments, RequestError (a ValueError) for a request the run
+  cannot serve."""
   return cli.run(define_flags, command, "sample", argv)
 
 
@@ -147,5 +201,15 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
+def script_command(f, args: Sequence[str]) -> int:
+  """`command` for the command line: a refused request prints `error: MESSAGE` (one line, no
+  traceback) to stderr and returns exit code 2."""
+  try:
+    return command(f, args)
+  except RequestError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":  # flags only for the command line: importing this module defines none
-  cli.run_script(define_flags, command)
+  cli.run_script(define_flags, script_command)

@@ -51,7 +51,8 @@ def test_sample_command_writes_codes_gif_and_mp4(workdir, tmp_path):
                         "--mode=i2v", f"--image={tmp_path / 'video.npy'}", "--steps=2",
                         f"--out={tmp_path / 'i2v.npy'}"], env=env, cwd=REPO, check=False,
                        timeout=600, capture_output=True, text=True)
-  assert i2v.returncode != 0 and "expected codes of 8x8" not in i2v.stderr  # 2 given = no room
+  assert i2v.returncode == 2 and "Traceback" not in i2v.stderr  # 2 given = no room
+  assert "gives 2 frame(s)" in i2v.stderr and "data.max_frames=2" in i2v.stderr
 
 
 def test_requests_are_checked_before_compiling(workdir, tmp_path):
@@ -75,6 +76,25 @@ def test_requests_are_checked_before_compiling(workdir, tmp_path):
   np.save(good, np.zeros((8, 8), np.int32))
   _, sc, given = sample_cli.request(_flags(mode="i2v", image=str(good)), cfg, vocab)
   assert given.shape == (1, 8, 8) and sc.frames == 1
+  n_codes = sample_cli.synthetic_tokenizer(cfg).n_codes  # < vocab.visual_size (512)
+  for name, codes, message in [
+      ("big", np.full((8, 8), n_codes), rf"must lie in \[0, {n_codes}\)"),
+      ("negative", np.full((8, 8), -1), rf"must lie in \[0, {n_codes}\)"),
+      ("float", np.zeros((8, 8), np.float32), "codes must be integers, got dtype float32"),
+      ("two", np.zeros((2, 8, 8), np.int32), r"gives 2 frame\(s\) .* data.max_frames=2")]:
+    np.save(tmp_path / f"{name}.npy", codes)
+    with pytest.raises(sample_cli.RequestError, match=message):
+      sample_cli.request(_flags(mode="i2v", image=str(tmp_path / f"{name}.npy")), cfg, vocab)
+  with pytest.raises(sample_cli.RequestError, match="no such file"):
+    sample_cli.request(_flags(mode="i2v", image=str(tmp_path / "absent.npy")), cfg, vocab)
+  for flag, message in [
+      (dict(history_mask=2.0), r"--history_mask=2.0: expected a fraction in \[0, 1\]"),
+      (dict(history_mask=-0.1), "--history_mask=-0.1"), (dict(steps=0), "--steps=0"),
+      (dict(top_p=0.0), r"--top_p=0.0: expected a probability in \(0, 1\]"),
+      (dict(top_p=1.5), "--top_p=1.5"), (dict(top_k=-1), "--top_k=-1"),
+      (dict(temperature=-1.0), "--temperature=-1.0"), (dict(frames=-1), "--frames=-1")]:
+    with pytest.raises(sample_cli.RequestError, match=message):
+      sample_cli.request(_flags(**flag), cfg, vocab)
 
 
 def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):

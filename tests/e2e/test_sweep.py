@@ -79,10 +79,10 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
   assert "run 2/2 mesh-5x1x1: failed" in out.stdout
   rows = list(csv.DictReader((root / "summary.csv").open()))
   assert [(r["name"], r["status"], r["returncode"]) for r in rows] == [
-      ("mesh-3x1x1", "failed", "1"), ("mesh-5x1x1", "failed", "1")]
+      ("mesh-3x1x1", "failed", "2"), ("mesh-5x1x1", "failed", "2")]  # a refused config: 2
   record = json.loads((root / "mesh-3x1x1" / "sweep_run.json").read_text())
   assert any("mesh=(3, 1, 1)" in line for line in record["log_tail"])  # from its train.log
-  assert "mesh-3x1x1 failed (return code 1)" in (root / "summary.md").read_text()
+  assert "mesh-3x1x1 failed (return code 2)" in (root / "summary.md").read_text()
 
 
 def test_slurm_launcher_prints_one_sbatch_line_per_run(tmp_path, capsys):
