@@ -13,7 +13,9 @@ Every random choice comes from grain's per-index RNG (`random_map` with the pipe
 element depends only on (seed, position in the stream): the iterator state is one integer per
 stage, checkpoints with `get_state()`/`set_state()`, and resumes bit-exactly with or without
 workers. A record that cannot be used (malformed tokens, too long) is dropped with a warning that
-names the record and the reason; the records around it come through unchanged.
+names the record and the reason (the first few per reason, then counts at 10x, 100x, ...); the
+records around it come through unchanged. `max_consecutive_bad` refusals in a row (or a whole
+epoch of them) stop the pipeline with a RuntimeError naming the reasons and their counts.
 
 A source is any sequence (len + getitem) of records: objects or dicts with `tokens` (ids) and an
 optional `id`. Batches are dicts of numpy arrays [batch, seq_len(, 3)]:
@@ -22,8 +24,11 @@ optional `id`. Batches are dicts of numpy arrays [batch, seq_len(, 3)]:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
+import re
 from collections.abc import Sequence
 
 import grain
@@ -49,6 +54,7 @@ class PipelineConfig:
   max_record_tokens: int = 1_000_000  # refuse larger records before parsing them
   strides: tuple[int, int, int] = tokens.LUMOS_STRIDES
   max_lookahead: int | None = None  # refuse frames longer than the model's attention reaches
+  max_consecutive_bad: int = 1_000  # stop with an error after this many refused records in a row
 
 
 def _record_tokens(record) -> tuple[object, object]:
@@ -76,8 +82,26 @@ def _as_ids(raw, max_tokens: int) -> np.ndarray:
   return ids.astype(np.int32)
 
 
+class TooLong(ValueError):
+  """A record longer than seq_len; `length` (tokens) feeds the refusal summary."""
+
+  def __init__(self, length: int, message: str):
+    super().__init__(message)
+    self.length = length
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+  """Stands in the stream for a record that cannot be used (`CountRefused` drops it): kept
+  rather than None so that the refusals are counted where they are dropped."""
+  record_id: str
+  reason: str  # the message with its numbers generalised: one key per kind of problem
+  message: str
+  length: int | None = None  # tokens, for records refused as too long
+
+
 class MakeExample(grain.transforms.RandomMap):
-  """One record -> one padded training example (or None, with a warning, for a bad record)."""
+  """One record -> one padded training example, or `Refused` for a bad record."""
 
   def __init__(self, cfg: PipelineConfig, vocab: tokens.Vocab):
     self.cfg, self.vocab = cfg, vocab
@@ -86,19 +110,15 @@ class MakeExample(grain.transforms.RandomMap):
     record_id, raw = _record_tokens(record)
     try:
       return self._example(_as_ids(raw, self.cfg.max_record_tokens), rng)
+    except TooLong as e:
+      return Refused(str(record_id), f"longer than seq_len={self.cfg.seq_len}", str(e), e.length)
     except ValueError as e:
-      logging.warning("skipping record %s: %s", record_id, e)
-      return None
+      return Refused(str(record_id), re.sub(r"\d+", "N", str(e))[:120], str(e))
 
   def _example(self, ids: np.ndarray, rng: np.random.Generator) -> dict:
+    from lumos_jax import layout_check  # the strict official layout (prompt, header, trailer)
     cfg, vocab = self.cfg, self.vocab
-    layout = tokens.parse(ids, vocab, cfg.strides)
-    trailer = tokens.video_trailer(vocab)
-    if ids[-len(trailer):].tolist() != trailer:
-      raise ValueError(f"a training sample ends with VIDEO_END, SEP {trailer}; got "
-                       f"{ids[-len(trailer):].tolist()} (truncated record?)")
-    if not layout.content.any():
-      raise ValueError("no frame: nothing for the visual loss")
+    layout = layout_check.validate(ids, vocab, cfg.strides)  # ValueError: the record is skipped
     if cfg.max_frames:
       ids = tokens.cut_frames(ids, layout, cfg.max_frames, vocab)
       layout = tokens.parse(ids, vocab, cfg.strides)
@@ -110,13 +130,65 @@ class MakeExample(grain.transforms.RandomMap):
       masked = {k: v[start:] for k, v in masked.items() if k != "ratio"}
       layout = tokens.parse(ids[start:], vocab, cfg.strides)
     if len(layout) > cfg.seq_len:
-      raise ValueError(f"{len(layout)} tokens after cutting to max_frames={cfg.max_frames}, more "
-                       f"than seq_len={cfg.seq_len}")
+      raise TooLong(len(layout), f"{len(layout)} tokens after cutting to max_frames="
+                    f"{cfg.max_frames}, more than seq_len={cfg.seq_len}")
     layout = tokens.pad(layout, cfg.seq_len)
     pad = cfg.seq_len - len(masked["inputs"])
     out = {k: np.pad(masked[k], (0, pad)) for k in ("inputs", "targets", "weights")}
     out.update({f: getattr(layout, f) for f in FIELDS if f not in out})
     return out
+
+
+WARN_FIRST = 5  # per-record warnings per reason; after these, a summary at 10x, 100x, ... counts
+
+
+class CountRefused(grain.transforms.Filter):
+  """Drops `Refused` stand-ins, warns about them (rate-limited) and raises RuntimeError naming the
+  reasons and their counts after `limit` refusals in a row: a pipeline that yields nothing must
+  fail, not loop. It sits after the map, in the process (or worker) that runs it; the counts
+  are not part of the iterator state (the parent's), so exact resume is unchanged and a resumed
+  run starts counting afresh.
+  """
+
+  def __init__(self, limit: int, why: str):
+    self.limit, self.why = limit, why  # why: what the limit is, for the error
+    self.streak = collections.Counter()  # reason -> refusals since the last usable record
+    self.longest: dict[str, int] = {}  # reason -> longest refused record in the streak
+    self.total = collections.Counter()  # reason -> refusals ever (for the warning rate)
+
+  def filter(self, element) -> bool:
+    if not isinstance(element, Refused):
+      self.streak.clear()
+      self.longest.clear()
+      return True
+    reason = element.reason
+    self.streak[reason] += 1
+    self.total[reason] += 1
+    if element.length is not None:
+      self.longest[reason] = max(self.longest.get(reason, 0), element.length)
+    self._warn(element)
+    if self.streak.total() >= self.limit:
+      raise RuntimeError(self.summary())
+    return False
+
+  def summary(self) -> str:
+    """'N of N consecutive records refused: COUNT REASON (the longest is L); ...'."""
+    n = self.streak.total()
+    parts = [f"{count:,} {reason}" + (f" (the longest is {self.longest[reason]:,} tokens)"
+                                      if reason in self.longest else "")
+             for reason, count in self.streak.most_common()]
+    return (f"{n:,} of {n:,} consecutive records refused ({self.why}): "
+            f"{'; '.join(parts)}. No usable example: check the records and the config fields "
+            f"named here")
+
+  def _warn(self, element: Refused) -> None:
+    count = self.total[element.reason]
+    if count <= WARN_FIRST:
+      logging.warning("skipping record %s: %s", element.record_id, element.message)
+    elif math.log10(count).is_integer():
+      logging.warning("%d records skipped so far: %s (the first %d named above; e.g. record %s: "
+                      "%s)", count, element.reason, WARN_FIRST, element.record_id,
+                      element.message)
 
 
 def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
@@ -133,9 +205,15 @@ def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
     process_index, process_count = jax.process_index(), jax.process_count()
   shuffled = [grain.MapDataset.source(s).shuffle(seed=cfg.seed) for s in sources]
   ds = shuffled[0] if len(shuffled) == 1 else grain.MapDataset.mix(shuffled, weights=weights)
+  # Nothing usable in a whole epoch (of this process's share) stops the run too.
+  epoch = max(1, math.ceil(len(ds) / process_count))
+  limit, why = cfg.max_consecutive_bad, f"max_consecutive_bad={cfg.max_consecutive_bad:,}"
+  if epoch < limit:
+    limit, why = epoch, "a whole epoch of this process's records"
   ds = ds.repeat(cfg.num_epochs).random_map(MakeExample(cfg, vocab), seed=cfg.seed)
   ds = ds[process_index::process_count]
-  ds = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True)
+  ds = ds.to_iter_dataset().filter(CountRefused(limit, why))
+  ds = ds.batch(cfg.batch_size, drop_remainder=True)
   if cfg.workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse them
       flags.FLAGS.mark_as_parsed()

@@ -4,6 +4,7 @@ preflight every process runs before training.
   setup_distributed(cfg)   jax.distributed.initialize with the `config.distributed.*` fields
   preflight(cfg, workdir)  logs this process's devices; refuses to start when the processes were
                            given different configs or workdirs (ValueError naming them)
+  StopRequest              SIGTERM / SIGINT -> a stop that every process takes at the same step
 
 The comparison itself (`canonical`, `check_same`) is pure, so it is tested without processes.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import socket
+import threading
 from collections.abc import Sequence
 
 import jax
@@ -25,6 +28,72 @@ log = logging.getLogger("lumos_jax.train")
 # Fields that legitimately differ between the processes of one run (launch/local.sh passes each
 # process its own id); every other field, and the workdir, must be the same everywhere.
 PER_PROCESS_FIELDS = ("distributed.process_id", "distributed.local_device_ids")
+
+
+# With several processes the stop flag is all-gathered at log and checkpoint steps and at least
+# every this many steps; a single process reads its own flag every step (no sync).
+STOP_CHECK_EVERY = 10
+
+
+class Interrupted(BaseException):
+  """Raised from the signal handler while nothing needs saving: the run exits at once (a
+  BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it)."""
+
+  def __init__(self, signum: int):
+    super().__init__(f"signal {signum}")
+    self.signum = signum
+
+
+class StopRequest:
+  """SIGTERM and SIGINT as a request to stop.
+
+  While `urgent` (set-up, the first batch, the first compilation: no step to save yet) the
+  handler raises `Interrupted` where the main thread is (after the C++ call it may be in, such
+  as a compilation, returns). Afterwards it only records the signal, and the loop asks `agreed`
+  at steps that are the same on every process: True there when any process has been signalled,
+  so all of them save the same step and exit. `install` may be called again (jax.distributed
+  installs its own SIGTERM notifier); `restore` puts back the handlers found first.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signal: int | None = None
+    self.urgent = True
+    self._previous: dict[int, object] = {}
+
+  def install(self) -> None:
+    if threading.current_thread() is not threading.main_thread():
+      return  # Python lets only the main thread handle signals (in-process callers)
+    for signum in self.SIGNALS:
+      self._previous.setdefault(signum, signal.signal(signum, self._handle))
+
+  def restore(self) -> None:
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous.clear()
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    self.signal = signum
+    if self.urgent:
+      raise Interrupted(signum)
+
+  def agreed(self, check: bool) -> bool:
+    """Whether to stop after this step. One process: its own flag, every step. Several: an
+    all-gather of the flags when `check` (which must be the same on every process), else False.
+    """
+    if jax.process_count() == 1:
+      return self.signal is not None
+    if not check:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self.signal is not None))
+    return bool(np.asarray(flags).any())
+
+  def describe(self) -> str:
+    if self.signal is not None:
+      return f"signal {signal.Signals(self.signal).name}"
+    return "a signal to another process"
 
 
 def init_kwargs(dist) -> dict:

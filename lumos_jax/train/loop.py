@@ -1,11 +1,11 @@
 """The training loop: `train(cfg, workdir)` builds the data, restores or initialises the state, runs
-the jitted step with evaluation, logging and checkpoints, and stops cleanly on SIGTERM.
+the jitted step with evaluation, logging and checkpoints, and stops cleanly on SIGTERM / SIGINT
+(every process at the same step).
 """
 from __future__ import annotations
 
 import json
 import logging
-import signal
 
 import jax
 import numpy as np
@@ -64,7 +64,8 @@ def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig
       max_frames=d.max_frames, mask=masking.MaskConfig(**d.mask),
       cfg_drop=0.0 if eval_split else d.cfg_drop, num_epochs=1 if eval_split else None,
       workers=0 if eval_split else d.workers, strides=tuple(d.strides),
-      max_lookahead=cfg.model.max_lookahead)
+      max_lookahead=cfg.model.max_lookahead,
+      max_consecutive_bad=d.max_consecutive_bad)
 
 
 def evaluate(eval_fn, params, source, cfg, vocab, batch_sh) -> dict:
@@ -89,8 +90,33 @@ def global_batch(local: dict, shardings: dict) -> dict:
 
 
 def train(cfg, workdir) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
+  """Trains (or resumes) the run in `workdir`; returns the last logged metrics. A bad config
+  raises config.ConfigError (every problem, one line each) before data, state or compilation.
+
+  SIGTERM and SIGINT are honoured from the start (see `distributed.StopRequest`): before the
+  first step is dispatched a single process exits at once (nothing new to save; a call into XLA
+  such as a compilation finishes first), later it saves the step it stopped at and returns. With
+  several processes the decision is taken together at the first step, log and checkpoint steps
+  and every distributed.STOP_CHECK_EVERY steps, so every process saves the same step and exits.
+  """
+  stop = distributed.StopRequest()
+  stop.install()
+  try:
+    return _train(cfg, workdir, stop)
+  except distributed.Interrupted as e:
+    log.warning("signal %d before the first step of this run completed: nothing new to save, "
+                "exiting", e.signum)
+    return {}
+  finally:
+    stop.restore()
+
+
+def _train(cfg, workdir, stop) -> dict:
+  config_lib.check_fields(cfg)  # before distributed setup and the workdir
   distributed.setup_distributed(cfg)
+  stop.install()  # again: jax.distributed's preemption notifier takes over SIGTERM
+  if jax.process_count() > 1:  # a lone exit would leave the others waiting in a collective (and
+    stop.urgent = False        # itself in jax.distributed's shutdown barrier): stop together
   distributed.preflight(cfg, workdir)  # logs each process's devices; same config everywhere
   if jax.process_index() != 0:
     log.setLevel(logging.WARNING)  # one process reports progress; warnings come from all
@@ -115,16 +141,16 @@ def train(cfg, workdir) -> dict:
       log.info("resuming from step %d in %s", latest, workdir)
       state = ckpt.restore(latest, checkpoint.abstract_like(fns.abstract_state, fns.state_sh),
                            data_iter)
-    return _loop(cfg, workdir, state, fns, data_iter, eval_source, ckpt, model_cfg, vocab)
+    return _loop(cfg, workdir, state, fns, data_iter, eval_source, ckpt, model_cfg, vocab, stop)
 
 
 def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, model_cfg,
-          vocab) -> dict:
-  stop = {"signal": None}
-  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+          vocab, stop: distributed.StopRequest) -> dict:
+  stopping = False
   writer = metrics.MetricsWriter(workdir)
   window = metrics.LogWindow(cfg, model_cfg, optim.schedule(cfg.optim, cfg.steps))
   step, last = int(jax.device_get(state["step"])), {}
+  first_step = step + 1  # the stop flag is checked there too: a signal during set-up acts soon
   profile_first, profile_stop = cfg.profile_steps or (-1, -1)
   tracing = False
   every = lambda n: bool(n) and step % n == 0
@@ -137,11 +163,12 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
   if step == 0 and eval_source is not None and cfg.eval_every:  # the initial validation loss
     run_eval()
   try:
-    while step < cfg.steps and stop["signal"] is None:
+    while step < cfg.steps and not stopping:
       if step == profile_first and jax.process_index() == 0:  # view with TensorBoard/Perfetto
         jax.profiler.start_trace(str(workdir / "profile"))
         tracing = True
       state, step_metrics = fns.step(state, global_batch(next(data_iter), fns.batch_sh))
+      stop.urgent = False  # a step is dispatched: from now on a signal saves it
       window.add(step_metrics)
       step += 1
       if tracing and step == profile_stop:
@@ -154,7 +181,12 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
                  "ETA %.0f s", step, cfg.steps, last["loss"], last["grad_norm"], last["lr"],
                  last["steps_per_sec"], last["tokens_per_sec"],
                  (cfg.steps - step) / max(last["steps_per_sec"], 1e-9))
-      checkpoint_now = every(cfg.checkpoint_every) or step == cfg.steps or stop["signal"]
+      scheduled = every(cfg.checkpoint_every) or step == cfg.steps
+      # Checked at the same steps on every process (an all-gather where there are several), so
+      # all of them stop, and save, at one step.
+      stopping = stop.agreed(logged or scheduled or step == first_step
+                             or every(distributed.STOP_CHECK_EVERY))
+      checkpoint_now = scheduled or stopping
       # Reading device values syncs the host with the device: only where we log or save anyway.
       if logged or checkpoint_now:
         _check_finite(cfg, state, step)
@@ -162,14 +194,13 @@ def _loop(cfg, workdir, state, fns: Functions, data_iter, eval_source, ckpt, mod
         run_eval()
       if checkpoint_now:
         ckpt.save(step, state, data_iter, force=True)
-    if stop["signal"] is not None:
-      log.warning("signal %s: saved a checkpoint at step %d, exiting", stop["signal"], step)
+    if stopping:
+      log.warning("%s: saved a checkpoint at step %d, exiting", stop.describe(), step)
   finally:
     if tracing:  # an early stop or an error inside the traced steps
       jax.profiler.stop_trace()
     ckpt.close()
     writer.close()
-    signal.signal(signal.SIGTERM, previous)
   return last
 
 
