@@ -142,8 +142,12 @@ class MakeExample(grain.transforms.RandomMap):
 WARN_FIRST = 5  # per-record warnings per reason; after these, a summary at 10x, 100x, ... counts
 
 
+class NothingUsable(RuntimeError):
+  """The pipeline refused every record of a long stretch: training cannot go on."""
+
+
 class CountRefused(grain.transforms.Filter):
-  """Drops `Refused` stand-ins, warns about them (rate-limited) and raises RuntimeError naming the
+  """Drops `Refused` stand-ins, warns about them (rate-limited) and raises NothingUsable naming the
   reasons and their counts after `limit` refusals in a row: a pipeline that yields nothing must
   fail, not loop. It sits after the map, in the process (or worker) that runs it; the counts
   are not part of the iterator state (the parent's), so exact resume is unchanged and a resumed
@@ -168,7 +172,7 @@ class CountRefused(grain.transforms.Filter):
       self.longest[reason] = max(self.longest.get(reason, 0), element.length)
     self._warn(element)
     if self.streak.total() >= self.limit:
-      raise RuntimeError(self.summary())
+      raise NothingUsable(self.summary())
     return False
 
   def summary(self) -> str:

@@ -199,7 +199,7 @@ def read_metadata(directory: str | os.PathLike) -> dict:
     raise FileNotFoundError(f"{directory} is not a record directory: no {METADATA}")
   try:
     meta = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     raise ValueError(f"{path}: not a {FORMAT} metadata file")

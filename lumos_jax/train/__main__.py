@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from lumos_jax import config as config_lib
 from lumos_jax.config_checks import unknown_key_errors
+from lumos_jax.data import pipeline
 from lumos_jax.train import loop
 
 log = logging.getLogger("lumos_jax.train")
@@ -51,6 +52,9 @@ def main(argv):
     loop.train(cfg, flags.FLAGS.workdir)
   except config_lib.ConfigError as e:
     return refuse(e.errors)
+  except pipeline.NothingUsable as e:  # e.g. data.seq_len shorter than every record
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 

@@ -26,6 +26,8 @@ def test_records_longer_than_seq_len_stop_with_the_reason(tmp_path):
   assert "the longest is" in out
   assert len(out) < 50_000  # the per-record warnings are rate-limited
   assert out.count("skipping record") <= 10
+  assert "Traceback" not in out and run.returncode == 1
+  assert run.stderr.strip().splitlines()[-1].startswith("error: 64 of 64 consecutive records")
 
 
 @pytest.mark.parametrize("signum,when", [(signal.SIGTERM, "process 0/1 on"),

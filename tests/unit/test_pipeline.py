@@ -128,10 +128,12 @@ def test_a_pipeline_with_no_usable_record_stops_with_the_reasons():
   cfg = pipeline.PipelineConfig(seq_len=10, batch_size=1, seed=0, cfg_drop=0.0,
                                 max_consecutive_bad=25)
   it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
-  with pytest.raises(RuntimeError, match=r"25 of 25 consecutive records refused \(max_consecu"
-                     r"tive_bad=25\): 25 longer than seq_len=10 \(the longest is \d+ tokens\)"):
+  with pytest.raises(pipeline.NothingUsable,
+                     match=r"25 of 25 consecutive records refused \(max_consecutive_bad=25\): "
+                     r"25 longer than seq_len=10 \(the longest is \d+ tokens\)"):
     next(it)
   cfg = dataclasses.replace(cfg, max_consecutive_bad=1000)  # a 30-record epoch comes first
   it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
-  with pytest.raises(RuntimeError, match=r"30 of 30 consecutive records refused \(a whole epoch"):
+  with pytest.raises(pipeline.NothingUsable,
+                     match=r"30 of 30 consecutive records refused \(a whole epoch"):
     next(it)

@@ -127,3 +127,10 @@ def test_inspect_counts_and_bad_records(tmp_path, capsys):
   assert main(["inspect", str(tmp_path / "d")]) == 1
   text = capsys.readouterr().out
   assert "samples      6" in text and "bad record 5:" in text
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00garbage", b"[1, 2]", b"{not json"])
+def test_garbage_metadata_names_the_file(tmp_path, garbage):
+  (tmp_path / records.METADATA).write_bytes(garbage)
+  with pytest.raises(ValueError, match=rf"{tmp_path / records.METADATA}: not"):
+    RecordSource(tmp_path)
