@@ -3,6 +3,9 @@ import json
 import os
 import pathlib
 import sys
+import time
+
+import numpy as np
 
 TINY_STEPS, TINY_CHECKPOINT_EVERY = 40, 10
 
@@ -32,3 +35,19 @@ def losses(workdir, *, running: bool = False) -> dict:
     if "loss" in row:
       out[row["step"]] = row["loss"]
   return out
+
+
+def kill_seed() -> int:
+  """The seed of a kill point: LUMOS_KILL_SEED, else new each session (failures name it, and
+  LUMOS_KILL_SEED=<seed> replays one)."""
+  return int(os.environ.get("LUMOS_KILL_SEED", np.random.SeedSequence().entropy % 2**31))
+
+
+def wait_for_step(workdir, proc, step: int, timeout: float) -> None:
+  """Returns once the run in `workdir` has logged `step`, `proc` ended, or `timeout` s passed."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if (pathlib.Path(workdir) / "metrics.jsonl").exists() and max(
+        losses(workdir, running=True), default=0) >= step:
+      return
+    time.sleep(0.02)

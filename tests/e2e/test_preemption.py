@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO
-from runs import TINY_STEPS, losses as _losses, train_command
+from runs import TINY_STEPS, kill_seed, losses as _losses, train_command, wait_for_step
 
 
 def test_records_longer_than_seq_len_stop_with_the_reason(tmp_path):
@@ -82,15 +82,10 @@ def _launch(tmp_path, workdir, name):
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, tiny_run):
   workdir = tmp_path / "multi"
-  seed = int(os.environ.get("LUMOS_KILL_SEED", np.random.SeedSequence().entropy % 2**31))
+  seed = kill_seed()
   target = int(np.random.default_rng(seed).integers(12, 30))
   launcher = _launch(tmp_path, workdir, "logs")
-  deadline = time.time() + 400
-  while time.time() < deadline and launcher.poll() is None:
-    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir, running=True),
-                                                     default=0) >= target:
-      break
-    time.sleep(0.02)
+  wait_for_step(workdir, launcher, target, timeout=400)
   assert launcher.poll() is None, f"the run ended before step {target} (LUMOS_KILL_SEED={seed})"
   os.kill(_children(launcher.pid)[1], signal.SIGTERM)  # process 1 only
   sent = time.time()

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 
 from lumos_jax import config, model as model_lib
-from runs import losses as _losses, train_command
+from runs import kill_seed, losses as _losses, train_command, wait_for_step
 from helpers import REPO
 
 TINY = config.load("tiny")
@@ -19,7 +18,7 @@ TINY = config.load("tiny")
 
 # The kill point is drawn from this seed, new every session unless LUMOS_KILL_SEED is set: a
 # failure names its seed, and LUMOS_KILL_SEED=<seed> replays it.
-KILL_SEED = int(os.environ.get("LUMOS_KILL_SEED", np.random.SeedSequence().entropy % 2**31))
+KILL_SEED = kill_seed()
 
 
 def _run_cmd(workdir, *overrides, devices=8):
@@ -32,12 +31,7 @@ def _interrupt_and_resume(tmp_path, reference, send, *overrides, seed=KILL_SEED)
   proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   target = int(np.random.default_rng(seed).integers(15, 30))  # a step after the step-10 save
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if (workdir / "metrics.jsonl").exists() and max(_losses(workdir, running=True),
-                                                     default=0) >= target:
-      break
-    time.sleep(0.02)
+  wait_for_step(workdir, proc, target, timeout=300)
   assert proc.poll() is None, f"the run finished before step {target} (LUMOS_KILL_SEED={seed})"
   send(proc)
   proc.wait(timeout=120)
