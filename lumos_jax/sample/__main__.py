@@ -154,7 +154,10 @@ def command(f, args: Sequence[str]) -> int:
   if args:
     raise app.UsageError(f"unexpected arguments {list(args)}: the sampler takes --flags only "
                          "(quote a prompt with spaces: --prompt=\"a red circle moves left\")")
-  cfg = config_lib.load_run(f.workdir)
+  try:
+    cfg = config_lib.load_run(f.workdir)
+  except (FileNotFoundError, ValueError) as e:  # not a training workdir, or a broken config.json
+    raise RequestError(f"--workdir={f.workdir}: {e}") from e
   vocab = config_lib.vocab(cfg)
   text, sc, given = request(f, cfg, vocab)  # every check before loading or compiling
   sampler, cfg, vocab = load(f.workdir)

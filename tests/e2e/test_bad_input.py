@@ -61,3 +61,9 @@ def test_bad_sampling_request_exits_2(tiny_run, tmp_path, args, line):
                  "--steps=2", f"--out={out_path}", *args])
   _refused(out, line.format(float_codes=float_codes))
   assert not out_path.with_suffix(".npy").exists()
+
+
+def test_sampling_from_a_directory_that_is_no_run_exits_2(tmp_path):
+  out, _ = _run([sys.executable, "-m", "lumos_jax.sample", f"--workdir={tmp_path}"])
+  _refused(out, f"--workdir={tmp_path}: {tmp_path / 'config.json'} not found: --workdir must be a "
+           "training workdir (python -m lumos_jax.train writes config.json there)")
