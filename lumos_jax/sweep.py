@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import hashlib
 import importlib.util
 import io
@@ -40,7 +39,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from lumos_jax import checkpoint, cli, config as config_lib
+from lumos_jax import checkpoint, cli, config as config_lib, config_checks
 from lumos_jax.train import metrics
 
 LAUNCHERS = ("local", "print", "slurm")
@@ -71,8 +70,8 @@ def load(path: str) -> list[Run]:
   for fn in ("get_config", "get_sweep"):
     if not callable(getattr(module, fn, None)):
       raise ValueError(f"sweep file {path} must define {fn}() (see lumos_jax/sweep.py)")
-  fields = _fields(module.get_config().to_dict())
-  runs = [_run(path, i, overrides, fields) for i, overrides in enumerate(module.get_sweep())]
+  base = module.get_config()
+  runs = [_run(path, i, overrides, base) for i, overrides in enumerate(module.get_sweep())]
   if not runs:
     raise ValueError(f"sweep file {path}: get_sweep() returned no override sets")
   names = [r.name for r in runs]
@@ -83,24 +82,14 @@ def load(path: str) -> list[Run]:
   return runs
 
 
-def _fields(tree: dict, prefix: str = "") -> dict:
-  """{dotted path: value} of every field of a nested dict, sub-dicts included."""
-  out = {}
-  for key, value in tree.items():
-    out[prefix + key] = value
-    out.update(_fields(value, f"{prefix}{key}.") if isinstance(value, dict) else {})
-  return out
-
-
-def _run(path: str, i: int, overrides, fields: dict) -> Run:
+def _run(path: str, i: int, overrides, base) -> Run:
   where = f"sweep file {path}, override set {i} ({overrides!r})"
   if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
     raise ValueError(f"{where}: expected a dict {{'dotted.field': value}}")
-  for key in overrides:
-    if key not in fields:
-      close = difflib.get_close_matches(key, list(fields), n=3)
-      raise ValueError(f"{where}: the config has no field {key!r}"
-                       + (f"; did you mean {', '.join(close)}?" if close else ""))
+  unknown = config_checks.unknown_key_errors(base, list(overrides))  # the trainer's own check
+  if unknown:
+    raise ValueError(f"{where}: {'; '.join(unknown)}")
+  fields = config_checks.flat_keys(base)
   run_flags = [f"--config.{k}={_flag_value(v)}" for k, v in overrides.items()]
   slug = lambda v: "x".join(map(slug, v)) if isinstance(v, (tuple, list)) else str(v)
   name = "_".join(f"{_short(k, fields)}-{slug(v)}" for k, v in overrides.items()) or "base"
@@ -154,7 +143,7 @@ def _plain(x):
   return tuple(map(_plain, x)) if isinstance(x, (tuple, list)) else x
 
 
-def _short(key: str, fields: dict) -> str:
+def _short(key: str, fields: list[str]) -> str:
   """The shortest dotted suffix of `key` that no other field of the config ends with."""
   parts = key.split(".")
   for n in range(1, len(parts)):

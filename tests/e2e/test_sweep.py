@@ -123,7 +123,7 @@ def test_print_launcher_names_runs_and_round_trips_values(tmp_path, capsys):
 
 @pytest.mark.parametrize("sets, message", [
     ("[{'model.rope_variant': '1d'}, {'model.rope_varaint': 'mm'}]",
-     "override set 1 .* no field 'model.rope_varaint'; did you mean model.rope_variant"),
+     "override set 1 .* no key 'model.rope_varaint'; did you mean model.rope_variant"),
     ("[{'steps': 'ten'}]", "override set 0 .*--config.steps=ten"),
     ("[{'model.rope_variant': '2d'}]", "override set 0 .*rope variant must be one of"),
     ("[{'data.eval': '/data/eval'}]", "NoneType'> of field config.data.eval"),  # None fields
