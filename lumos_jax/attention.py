@@ -8,8 +8,16 @@ One entry point, `attend`, selects an implementation by name:
          layout with `Layout.max_lookahead <= max_lookahead`, never builds an L x L mask, and skips
          the fully masked upper triangle: for a 7 x 4,084-token video it executes ~1.1x the FLOPs of
          the allowed pairs where dense executes ~1.75x (benchmarks/core.py).
-GPU (tokamax, per-query key ranges) and TPU (splash, computable masks) kernels slot in as further
-names in `IMPLEMENTATIONS`; both consume the same (k_start, k_end).
+Fused kernels (each needs its optional dependency or backend; `available(name)` says):
+  tokamax:       tokamax flash attention with our per-query key ranges, whole sequence in one call.
+  tokamax_bands: tokamax once per band of the attention plan (masked blocks skipped in the
+                 backward pass too).
+  cudnn_bands:   cuDNN flash attention once per band.
+  splash:        Pallas splash attention with the plan's mask (TPU; interpret mode elsewhere).
+  auto:          the best of these for the backend (`resolve`).
+The band-wise kernels need a static `attention_plan.AttentionPlan` (`plan=`), derived on the host
+from a concrete batch; see lumos_jax/attention_plan.py. Cache attention (queries against a KV
+cache, Lq != Lk) has its own table, `CACHE_IMPLEMENTATIONS`: dense, tokamax, cudnn.
 
 Shapes: q [B, Lq, Hq, D]; k, v [B, Lk, Hkv, D] with Hq a multiple of Hkv (GQA); k_start, k_end
 int32 [B, Lq] in key indices. Returns [B, Lq, Hq, D] in q's dtype. Softmax in float32.
@@ -17,10 +25,14 @@ int32 [B, Lq] in key indices. Returns [B, Lq, Hq, D] in q's dtype. Softmax in fl
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 
 import jax
 import jax.numpy as jnp
 from einops import rearrange
+
+from lumos_jax import attention_kernels
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: an empty row gives no NaN
 
@@ -131,7 +143,57 @@ def scan_pairs(length: int, *, block_q: int, max_lookahead: int, scan_groups: in
   return total
 
 
-IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked, "xla_scan": xla_scan}
+def splash(q, k, v, k_start, k_end, **options):
+  """Pallas splash attention (lumos_jax/attention_splash.py; imported on first use)."""
+  from lumos_jax import attention_splash
+  return attention_splash.splash(q, k, v, k_start, k_end, **options)
+
+
+IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked, "xla_scan": xla_scan,
+                   "tokamax": attention_kernels.tokamax_attention,
+                   "tokamax_bands": attention_kernels.tokamax_bands,
+                   "cudnn_bands": attention_kernels.cudnn_bands, "splash": splash}
+CACHE_IMPLEMENTATIONS = {"dense": dense, "tokamax": attention_kernels.tokamax_attention,
+                         "cudnn": attention_kernels.cudnn_cache}
+NEEDS_PLAN = frozenset({"tokamax_bands", "cudnn_bands", "splash"})
+NAMES = frozenset(IMPLEMENTATIONS) | {"auto"}
+# model.attention: the trainer and sampler pass no plan yet (their batches' band grids are not
+# static), so the band-wise kernels are reachable through attend(plan=) / Decoder(plan=) only.
+MODEL_NAMES = NAMES - NEEDS_PLAN
+
+
+def available(name: str, backend: str | None = None) -> tuple[bool, str]:
+  """(usable here, why not): an implementation's dependency and backend requirements."""
+  backend = backend or jax.default_backend()
+  if name.startswith("tokamax") and importlib.util.find_spec("tokamax") is None:
+    return False, "tokamax is not installed (pip install 'lumos_jax[gpu]' or tokamax==0.0.17)"
+  if name.startswith("cudnn") and backend != "gpu":
+    return False, f"cuDNN needs a GPU (backend {backend!r}); its XLA form is for tests"
+  if name == "splash" and backend != "tpu":
+    return False, f"splash is a TPU kernel (backend {backend!r}); interpret mode is for tests"
+  return True, ""
+
+
+@functools.cache
+def resolve(name: str, backend: str | None = None, plan_available: bool = False) -> str:
+  """The implementation `name` stands for: itself, or for "auto" the fastest usable one.
+
+  auto: GPU -> tokamax_bands with a plan, else tokamax; without tokamax, cudnn_bands with a plan,
+  else xla. TPU -> splash with a plan, else xla. CPU -> xla. A missing optional dependency logs
+  one line and falls back; it is never an error.
+  """
+  if name != "auto":
+    return name
+  backend = backend or jax.default_backend()
+  preferred = {"gpu": ["tokamax_bands", "tokamax", "cudnn_bands"], "tpu": ["splash"]}
+  for candidate in preferred.get(backend, []):
+    if candidate in NEEDS_PLAN and not plan_available:
+      continue
+    ok, why = available(candidate, backend)
+    if ok:
+      return candidate
+    logging.getLogger(__name__).info("attention auto: not %s (%s)", candidate, why)
+  return "xla"
 
 
 def check_lookahead(layout_lookahead: int, max_lookahead: int) -> None:
@@ -144,14 +206,28 @@ def check_lookahead(layout_lookahead: int, max_lookahead: int) -> None:
                      "tokens.frame_block_length(H, W) - 1)")
 
 
-def attend(q, k, v, k_start, k_end, *, impl: str = "xla", **options):
+def _cache_impl(impl: str):
+  """The cache form of a self-attention name. cudnn's cache form assumes one key range per row
+  (a decoding step), which a prefill breaks, so only an explicit impl="cudnn" gets it."""
+  if impl in CACHE_IMPLEMENTATIONS:
+    return CACHE_IMPLEMENTATIONS[impl]
+  return CACHE_IMPLEMENTATIONS["tokamax"] if impl == "tokamax_bands" else dense
+
+
+def attend(q, k, v, k_start, k_end, *, impl: str = "xla", plan=None, **options):
   """Attention under the (k_start, k_end) key ranges with the named implementation.
 
-  `options` go to the implementation (`block_q`, `max_lookahead` for "xla"). Non-self-attention
-  calls (queries against a KV cache, Lq != Lk) use "dense": the query block is one frame.
+  Self-attention (Lq == Lk) uses `IMPLEMENTATIONS[impl]`; `plan` (a static AttentionPlan of this
+  batch) is required by the band-wise kernels and ignored by the rest. Queries against a KV cache
+  (Lq != Lk) use `CACHE_IMPLEMENTATIONS[impl]` (tokamax_bands: tokamax), else "dense".
+  `options` go to the implementation (`block_q`, `max_lookahead` for "xla"; `kernel_backend` for
+  the fused kernels, default from the platform).
   """
-  if impl not in IMPLEMENTATIONS:
-    raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(IMPLEMENTATIONS)}")
+  impl = resolve(impl, None, plan is not None)
   if q.shape[1] != k.shape[1]:
-    impl = "dense"
+    return _cache_impl(impl)(q, k, v, k_start, k_end, **options)
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(NAMES)}")
+  if impl in NEEDS_PLAN:
+    options["plan"] = plan
   return IMPLEMENTATIONS[impl](q, k, v, k_start, k_end, **options)

@@ -81,7 +81,7 @@ FIELDS: dict[str, Check] = {
     "model.rope_variant": _choice(rope.VARIANTS), "model.rope_theta": _num(0, lo_open=True),
     "model.norm_eps": _num(0, lo_open=True), "model.dtype": _choice(DTYPES),
     "model.remat": _choice(sorted(REMAT_POLICIES)),
-    "model.attention": _choice(sorted(attention.IMPLEMENTATIONS)),
+    "model.attention": _choice(sorted(attention.MODEL_NAMES)),
     "model.attention_block_q": _int(1), "model.max_lookahead": _int(0),
     "model.init_std": _num(0, lo_open=True),
     "optim.lr": _num(0, lo_open=True), "optim.min_lr": _num(0), "optim.warmup_steps": _int(0),

@@ -68,9 +68,9 @@ class ModelConfig:
                        f"(model.vocab_size={self.vocab_size})")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"model.remat={self.remat!r}: choose one of {sorted(REMAT_POLICIES)}")
-    if self.attention not in attention.IMPLEMENTATIONS:
+    if self.attention not in attention.NAMES:
       raise ValueError(f"model.attention={self.attention!r}: choose one of "
-                       f"{sorted(attention.IMPLEMENTATIONS)}")
+                       f"{sorted(attention.NAMES)}")
 
   @classmethod
   def from_config(cls, cfg) -> ModelConfig:
@@ -125,9 +125,10 @@ class Attention(nnx.Module):
     self.k_norm = QKNorm(hd, rngs=rngs)
     self.cfg = cfg
 
-  def __call__(self, x_bld, angles_blf, k_start, k_end, kv_cache=None):
+  def __call__(self, x_bld, angles_blf, k_start, k_end, kv_cache=None, plan=None):
     """x [B, L, d] -> ([B, L, d], (k, v)): k/v are this call's keys/values, or the updated cache
-    buffers [B, S, Hkv, D] when `kv_cache = (k_buf, v_buf, offset)` is given."""
+    buffers [B, S, Hkv, D] when `kv_cache = (k_buf, v_buf, offset)` is given. `plan`: the static
+    attention plan of this batch, for the band-wise kernels (attention.NEEDS_PLAN)."""
     cfg, dt = self.cfg, x_bld.dtype
     q = jnp.einsum("bld,dhk->blhk", x_bld, self.wq[...].astype(dt))
     k = jnp.einsum("bld,dhk->blhk", x_bld, self.wk[...].astype(dt))
@@ -139,7 +140,8 @@ class Attention(nnx.Module):
       k = jax.lax.dynamic_update_slice_in_dim(k_buf, k.astype(k_buf.dtype), offset, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(v_buf, v.astype(v_buf.dtype), offset, axis=1)
     out = attention.attend(q, k.astype(dt), v.astype(dt), k_start, k_end, impl=cfg.attention,
-                           block_q=cfg.attention_block_q, max_lookahead=cfg.max_lookahead)
+                           plan=plan, block_q=cfg.attention_block_q,
+                           max_lookahead=cfg.max_lookahead)
     out = checkpoint_name(out, "attn_out")
     return jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt)), (k, v)
 
@@ -167,8 +169,8 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs=rngs)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, angles, k_start, k_end, kv_cache=None):
-    attn_out, kv = self.attn(self.attn_norm(x), angles, k_start, k_end, kv_cache)
+  def __call__(self, x, angles, k_start, k_end, kv_cache=None, plan=None):
+    attn_out, kv = self.attn(self.attn_norm(x), angles, k_start, k_end, kv_cache, plan)
     x = x + attn_out
     x = x + self.mlp(self.mlp_norm(x))
     return constrain(x, ("act_batch", "act_len", "act_embed")), kv
@@ -193,7 +195,7 @@ class Decoder(nnx.Module):
     self.head_visual = _param(rngs, (cfg.d_model, cfg.vocab_size - cfg.visual_offset),
                               ("embed", "vocab"), cfg.init_std)
 
-  def _run(self, ids, positions, k_start, k_end, cache=None):
+  def _run(self, ids, positions, k_start, k_end, cache=None, plan=None):
     """Shared body: embed, scan the blocks (with cache buffers as per-layer inputs), final norm."""
     cfg = self.cfg
     x = jnp.take(self.embed[...], ids, axis=0).astype(cfg.dtype)
@@ -202,7 +204,7 @@ class Decoder(nnx.Module):
     policy = REMAT_POLICIES[cfg.remat]
 
     def layer(block, x, kv_cache):
-      return block(x, angles, k_start, k_end, kv_cache)
+      return block(x, angles, k_start, k_end, kv_cache, plan)
 
     if cfg.remat != "none":
       layer = nnx.remat(layer, policy=policy)
@@ -226,9 +228,10 @@ class Decoder(nnx.Module):
     new_cache = {"k": k_all, "v": v_all, "length": offset + ids.shape[1]}
     return self.final_norm(x), new_cache
 
-  def __call__(self, ids_bl, positions_bl3, k_start_bl, k_end_bl):
-    """ids int [B, L], positions int [B, L, 3], key ranges int [B, L] -> hidden [B, L, d]."""
-    return self._run(ids_bl, positions_bl3, k_start_bl, k_end_bl)[0]
+  def __call__(self, ids_bl, positions_bl3, k_start_bl, k_end_bl, plan=None):
+    """ids int [B, L], positions int [B, L, 3], key ranges int [B, L] -> hidden [B, L, d].
+    `plan`: attention_plan.plan_of(k_start, k_end) for the band-wise kernels (static)."""
+    return self._run(ids_bl, positions_bl3, k_start_bl, k_end_bl, plan=plan)[0]
 
   def logits(self, hidden_bld):
     """Full-vocabulary logits in float32 [B, L, vocab]. Training never calls this (see loss.py)."""
