@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from lumos_jax import attention_kernels
+from lumos_jax import attention_kernels, sharding
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: an empty row gives no NaN
 
@@ -155,6 +155,7 @@ IMPLEMENTATIONS = {"dense": dense, "xla": xla_blocked, "xla_scan": xla_scan,
                    "cudnn_bands": attention_kernels.cudnn_bands, "splash": splash}
 CACHE_IMPLEMENTATIONS = {"dense": dense, "tokamax": attention_kernels.tokamax_attention,
                          "cudnn": attention_kernels.cudnn_cache}
+_XLA_NATIVE = (dense, xla_blocked, xla_scan)
 NEEDS_PLAN = frozenset({"tokamax_bands", "cudnn_bands", "splash"})
 NAMES = frozenset(IMPLEMENTATIONS) | {"auto"}
 # model.attention: the trainer and sampler pass no plan yet (their batches' band grids are not
@@ -225,9 +226,13 @@ def attend(q, k, v, k_start, k_end, *, impl: str = "xla", plan=None, **options):
   """
   impl = resolve(impl, None, plan is not None)
   if q.shape[1] != k.shape[1]:
-    return _cache_impl(impl)(q, k, v, k_start, k_end, **options)
-  if impl not in IMPLEMENTATIONS:
+    fn = _cache_impl(impl)
+  elif impl in IMPLEMENTATIONS:
+    fn = IMPLEMENTATIONS[impl]
+    options = dict(options, plan=plan) if impl in NEEDS_PLAN else options
+  else:
     raise ValueError(f"unknown attention implementation {impl!r}; known: {sorted(NAMES)}")
-  if impl in NEEDS_PLAN:
-    options["plan"] = plan
-  return IMPLEMENTATIONS[impl](q, k, v, k_start, k_end, **options)
+  call = functools.partial(fn, **options)
+  if fn in _XLA_NATIVE:  # XLA partitions these itself
+    return call(q, k, v, k_start, k_end)
+  return sharding.per_shard(call, q, k, v, k_start, k_end)

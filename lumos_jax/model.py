@@ -32,6 +32,11 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in backward
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
     "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),  # keep attention output
+    # MaxText's "minimal_with_context" idea: the weight matmuls and the attention output, so the
+    # backward pass reruns neither the projections nor the (fused) attention kernel
+    "dots_attn_out": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names("attn_out")),
 }
 
 

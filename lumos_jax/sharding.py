@@ -99,3 +99,17 @@ def batch_spec(mesh: Mesh, ndim: int) -> P:
   """Batch arrays [B, ...] shard their first axis over the data axes."""
   return logical_to_spec(("act_batch",) + (None,) * (ndim - 1), mesh.axis_names)
 
+
+
+def per_shard(fn, q, k, v, k_start, k_end, rules=RULES):
+  """`fn(q, k, v, k_start, k_end)` inside `jax.shard_map` over batch and heads under the current
+  mesh (XLA does not partition a Pallas or custom-call kernel; each device runs it on its own
+  batch rows and heads). q/k/v [B, L, H, D], key ranges [B, L]; without a mesh, `fn` itself.
+  The heads split into contiguous groups, so a query-head shard keeps its GQA key/value heads."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return fn(q, k, v, k_start, k_end)
+  heads = logical_to_spec(("act_batch", "act_len", "act_heads", None), mesh.axis_names, rules)
+  ranges = logical_to_spec(("act_batch", "act_len"), mesh.axis_names, rules)
+  return jax.shard_map(fn, in_specs=(heads, heads, heads, ranges, ranges), out_specs=heads,
+                       check_vma=False)(q, k, v, k_start, k_end)

@@ -173,8 +173,8 @@ def test_decoder_gradients_with_kernels_equal_xla():
     got = grads(impl, p)
     # float32 sums in another order through two layers, gradients up to ~20: a few entries
     # differ by up to ~7e-5
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4,
-                                                         err_msg=impl), got, ref)
+    jax.tree.map(lambda a, b, impl=impl: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4,
+                                                                    err_msg=impl), got, ref)
 
 
 def test_training_config_refuses_band_kernels():
@@ -184,3 +184,25 @@ def test_training_config_refuses_band_kernels():
   cfg.model.attention = "cudnn_bands"
   with pytest.raises(config.ConfigError, match="model.attention"):
     config.check_fields(cfg)
+
+
+def test_kernels_run_per_shard_under_a_mesh():
+  """Under a (data, fsdp, tensor) mesh the kernels run inside shard_map over batch and heads and
+  still equal dense (each device: its batch rows, its contiguous query heads and their KV heads)."""
+  from lumos_jax import sharding
+  assert jax.device_count() == 8, "needs 8 (forced CPU) devices"
+  rng = np.random.default_rng(11)
+  _, lay = random_packed_batch(rng, 1, 48, max_frames=2, max_hw=2)
+  k_start, k_end = (jnp.asarray(np.repeat(lay[f], 4, axis=0)) for f in ("k_start", "k_end"))
+  plan = attention_plan.plan_of(np.asarray(k_start), np.asarray(k_end))
+  q, k, v, _ = _qkv(rng, 4, 48, hq=4, hkv=2)
+  ref = attention.attend(q, k, v, k_start, k_end, impl="dense")
+  mesh = sharding.make_mesh((2, 2, 2))
+  for impl in KERNELS:
+    with jax.set_mesh(mesh):
+      f = jax.jit(lambda *a, impl=impl: attention.attend(*a, impl=impl, plan=plan,
+                                                         kernel_backend="xla"))
+      text = f.lower(q, k, v, k_start, k_end).as_text()
+      out = f(q, k, v, k_start, k_end)
+    assert "shard_map" in text or "manual" in text.lower(), impl
+    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=2e-5, err_msg=impl)

@@ -63,7 +63,7 @@ def test_extend_without_write_keeps_cache():
   assert int(written["length"]) == block.stop
 
 
-@pytest.mark.parametrize("policy", ["none", "dots", "attn_out"])
+@pytest.mark.parametrize("policy", ["none", "dots", "attn_out", "dots_attn_out"])
 def test_remat_policies_agree(policy):
   args, _ = _batch(1, b=2, length=64)
   base = Decoder(TINY, rngs=nnx.Rngs(0))
