@@ -18,7 +18,9 @@ def get_config():
       vocab_size=129_536, visual_offset=65_536,
       d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64,
       mlp_dim=8192, dtype="bfloat16",
-      attention="xla_scan"), vocab="lumos")  # memory-bounded attention for 32k-token training
+      attention="xla_scan",  # memory-bounded attention for 32k-token training
+      remat="auto"), vocab="lumos")  # the fastest policy whose step fits the device (compiled
+  # once per candidate at start: model.REMAT_POLICIES, fastest first)
   cfg.steps = 100_000
   cfg.checkpoint_every = 1000
   cfg.optim.update(lr=5e-5, min_lr=5e-5, warmup_steps=250, schedule="constant")

@@ -64,17 +64,22 @@ def dense(q, k, v, k_start, k_end, **unused):
   return _masked_softmax_attention(q, k, v, _allowed(k_start, k_end, 0, k.shape[1]))
 
 
-def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int, **unused):
-  """Query blocks against their reachable key prefix (self-attention: query i is key i)."""
+def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
+                remat_blocks: bool = True, **unused):
+  """Query blocks against their reachable key prefix (self-attention: query i is key i).
+  `remat_blocks=False` keeps every block's probabilities for the backward pass (see below)."""
   del unused
   lq, lk = q.shape[1], k.shape[1]
   if lq != lk:
     raise ValueError(f"xla_blocked is self-attention over one sequence: got {lq} queries, "
                      f"{lk} keys")
-  # Each block's [heads, block_q, keys] probabilities are recomputed in the backward pass rather
-  # than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention does).
-  block = jax.checkpoint(lambda q, k, v, s, e: _masked_softmax_attention(
-      q, k, v, _allowed(s, e, 0, k.shape[1])))
+  # remat_blocks: each block's [heads, block_q, keys] probabilities are recomputed in the backward
+  # pass rather than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention
+  # does). Without it they are kept, which a layer rematerialised as a whole wants: its backward
+  # reruns the forward anyway, and a block checkpoint inside would recompute attention twice.
+  def block(q, k, v, s, e):
+    return _masked_softmax_attention(q, k, v, _allowed(s, e, 0, k.shape[1]))
+  block = jax.checkpoint(block) if remat_blocks else block
   outs = []
   for lo in range(0, lq, block_q):
     hi = min(lq, lo + block_q)
@@ -92,7 +97,7 @@ def _window_attention(k, v, block):
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
-             scan_groups: int = 16, **unused):
+             scan_groups: int = 16, remat_blocks: bool = True, **unused):
   """Memory-bounded variant of `xla_blocked` for long-sequence training.
 
   The query blocks are split into `scan_groups` consecutive groups; a group's blocks run one after
@@ -122,7 +127,8 @@ def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
     key_hi = min(lk, hi * block_q + max_lookahead)
     # partial binds this group's key window into the body; a closure would read the loop
     # variables whenever it happens to be called.
-    one = jax.checkpoint(functools.partial(_window_attention, k[:, :key_hi], v[:, :key_hi]))
+    one = functools.partial(_window_attention, k[:, :key_hi], v[:, :key_hi])
+    one = jax.checkpoint(one) if remat_blocks else one
     out = jax.lax.map(one, (blocks(q, lo, hi), blocks(k_start, lo, hi), blocks(k_end, lo, hi)))
     outs.append(rearrange(out, "n b q h d -> b (n q) h d"))
   return jnp.concatenate(outs, axis=1)[:, :lq]

@@ -4,9 +4,14 @@ LUMOS_REFERENCE.md section 3.9: no shift (position i's hidden state predicts the
 slots with weight > 0 count (the pipeline sets weight 1 on masked visual code slots), softmax over
 the visual ids [visual_offset, visual_offset + visual_size) only, token mean over the whole batch.
 
-`chunked` never materialises [L, vocab] logits: it scans over chunks of `chunk` positions and
-recomputes each chunk's [B, chunk, visual_size] logits in the backward pass (`jax.checkpoint`), so
-its temporary memory is O(B x chunk x visual_size) plus the head gradient. `naive` is the
+`chunked` never materialises [L, vocab] logits: it scans over chunks of `chunk` positions, and
+its gradient is computed in the same pass (a custom VJP): each chunk's [B, chunk, visual_size]
+logits are made once and turned at once into the chunk's loss, its hidden-state gradient
+(softmax - one-hot) @ head^T and its share of the head gradient, so the backward pass only scales
+those by the incoming cotangent. Nothing is recomputed (the logits matmul runs once, where a
+checkpointed chunk runs it twice) and nothing of size [L, visual_size] is kept: temporary memory is
+O(B x chunk x visual_size) plus the head gradient [d, visual_size]. Without differentiation only
+the loss is computed. `naive` is the
 full-logits reference with the same signature: given `head_text` it computes logits over the whole
 vocabulary and slices the visual columns, as the official trainer does. Both return (loss, aux) with
 aux = {"loss_sum", "n_tokens"} for exact accumulation across micro-batches.
@@ -17,8 +22,11 @@ head_text [d, visual_offset] (naive only; chunked ignores it: text columns do no
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _ce_sum(logits, targets, weights, visual_offset):
@@ -52,27 +60,75 @@ def naive(hidden, head_visual, targets, weights, *, visual_offset: int, chunk: i
   return _finish(_ce_sum(visual, targets, weights, visual_offset), weights)
 
 
+def _split(x, chunk: int):
+  """[B, L, ...] -> [n, B, chunk, ...], zero-padded to a multiple of `chunk`."""
+  b, length = x.shape[:2]
+  pad = -length % chunk
+  x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  return x.reshape(b, (length + pad) // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _chunk_grads(h, head, t, w, visual_offset):
+  """One chunk's (CE sum, d sum / d h [B, chunk, d], d sum / d head [d, V]) from one logits
+  matmul: d CE / d logits = (softmax - one-hot) x weight."""
+  logits = _logits(h, head)
+  label = jnp.clip(t - visual_offset, 0, logits.shape[-1] - 1)
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, label[..., None], axis=-1)[..., 0]
+  d_logits = (jnp.exp(logits - logz[..., None]) - jax.nn.one_hot(label, logits.shape[-1])) * w[
+      ..., None]
+  d_h = jnp.einsum("bcv,dv->bcd", d_logits, head.astype(jnp.float32))
+  d_head = jnp.einsum("bcd,bcv->dv", h.astype(jnp.float32), d_logits)
+  return jnp.sum((logz - picked) * w), d_h, d_head
+
+
+def _ce_sum_and_grads(hidden, head_visual, targets, weights, visual_offset, chunk):
+  def body(carry, xs):
+    total, d_head = carry
+    ce, d_h, d_head_chunk = _chunk_grads(*xs[:1], head_visual, *xs[1:], visual_offset)
+    return (total + ce, d_head + d_head_chunk), d_h
+
+  init = (jnp.zeros((), jnp.float32), jnp.zeros(head_visual.shape, jnp.float32))
+  (total, d_head), d_h = jax.lax.scan(
+      body, init, (_split(hidden, chunk), _split(targets, chunk), _split(weights, chunk)))
+  d_hidden = d_h.swapaxes(0, 1).reshape(hidden.shape[0], -1, hidden.shape[-1])
+  return total, d_hidden[:, :hidden.shape[1]].astype(hidden.dtype), d_head.astype(
+      head_visual.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_ce_sum(hidden, head_visual, targets, weights, visual_offset, chunk):
+  def body(total, xs):
+    h, t, w = xs
+    return total + _ce_sum(_logits(h, head_visual), t, w, visual_offset), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
+                          (_split(hidden, chunk), _split(targets, chunk), _split(weights, chunk)))
+  return total
+
+
+def _fused_fwd(hidden, head_visual, targets, weights, visual_offset, chunk):
+  total, d_hidden, d_head = _ce_sum_and_grads(hidden, head_visual, targets, weights,
+                                              visual_offset, chunk)
+  return total, (d_hidden, d_head, targets, weights)
+
+
+def _fused_bwd(visual_offset, chunk, residuals, g):
+  del visual_offset, chunk
+  d_hidden, d_head, targets, weights = residuals
+  # targets are integers (float0 cotangent); weights are data, not parameters: no gradient
+  return ((g * d_hidden).astype(d_hidden.dtype), (g * d_head).astype(d_head.dtype),
+          np.zeros(targets.shape, jax.dtypes.float0), jnp.zeros_like(weights))
+
+
+_fused_ce_sum.defvjp(_fused_fwd, _fused_bwd)
+
+
 def chunked(hidden, head_visual, targets, weights, *, visual_offset: int, chunk: int = 256,
             head_text=None):
-  """Same value as `naive`, `chunk` positions at a time with rematerialised logits."""
+  """Same value and gradients as `naive`, `chunk` positions at a time (see the module docstring)."""
   del head_text
-  b, length, d = hidden.shape
   weights = weights.astype(jnp.float32)
-  chunk = min(chunk, length)
-  pad = -length % chunk
-  n = (length + pad) // chunk
-
-  def split(x):  # [B, L, ...] -> [n, B, chunk, ...]
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return x.reshape(b, n, chunk, *x.shape[2:]).swapaxes(0, 1)
-
-  @jax.checkpoint
-  def chunk_sum(h, t, w):
-    return _ce_sum(_logits(h, head_visual), t, w, visual_offset)
-
-  def body(total, xs):
-    return total + chunk_sum(*xs), None
-
-  loss_sum, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
-                             (split(hidden), split(targets), split(weights)))
+  chunk = min(chunk, hidden.shape[1])
+  loss_sum = _fused_ce_sum(hidden, head_visual, targets, weights, visual_offset, chunk)
   return _finish(loss_sum, weights)

@@ -27,17 +27,44 @@ from jax.ad_checkpoint import checkpoint_name
 from lumos_jax import attention, rope, tokens
 from lumos_jax.sharding import constrain
 
+_cp = jax.checkpoint_policies
+
+
+@dataclasses.dataclass(frozen=True)
+class Remat:
+  """A rematerialisation policy: what a layer's backward pass keeps of its forward pass, and
+  whether attention recomputes its probabilities block by block (flash-style) in the backward pass.
+
+  layer:  None = the layer is not wrapped (everything it needs is kept); else a
+          jax.checkpoint policy for `nnx.remat` of the whole layer.
+  attention_blocks: each query block's [heads, block_q, keys] probabilities are recomputed in the
+          backward pass instead of kept (memory O(block) instead of O(L^2) per layer). Where the
+          layer itself is rematerialised this recomputes attention a second time, so only the
+          memory-saving policy combines both.
+  """
+  layer: object
+  attention_blocks: bool
+  about: str
+
+
+# Ordered fastest first, as measured by benchmarks/bench_small.py (README, "Rematerialisation"):
+# remat="auto" takes the first one whose compiled step fits the memory budget.
 REMAT_POLICIES = {
-    "none": None,  # no rematerialisation: fastest, most memory
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in backward
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
-    "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),  # keep attention output
-    # MaxText's "minimal_with_context" idea: the weight matmuls and the attention output, so the
-    # backward pass reruns neither the projections nor the (fused) attention kernel
-    "dots_attn_out": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-        jax.checkpoint_policies.save_only_these_names("attn_out")),
+    "none": Remat(None, False, "keep everything: fastest, most memory"),
+    "dots_attn_out": Remat(_cp.save_from_both_policies(
+        _cp.dots_with_no_batch_dims_saveable, _cp.save_only_these_names("attn_out")), False,
+        "keep the weight matmuls and the attention output (MaxText's minimal_with_context)"),
+    "attention_blocks": Remat(None, True, "keep the layer, recompute attention probabilities"),
+    "dots": Remat(_cp.dots_with_no_batch_dims_saveable, False, "keep the weight matmuls"),
+    "attn_out": Remat(_cp.save_only_these_names("attn_out"), False, "keep the attention output"),
+    "layer": Remat(_cp.nothing_saveable, False, "recompute each layer once"),
+    "full": Remat(_cp.nothing_saveable, True, "recompute each layer, and attention inside it "
+                  "again: least memory"),
 }
+if jax.default_backend() in ("gpu", "tpu"):
+  REMAT_POLICIES["offload"] = Remat(_cp.offload_dot_with_no_batch_dims("device", "pinned_host"),
+                                    False, "weight matmul outputs to host memory")
+REMAT_NAMES = tuple(REMAT_POLICIES) + ("auto",)  # auto: resolved by train.step.choose_remat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +98,8 @@ class ModelConfig:
     if not 0 < self.visual_offset < self.vocab_size:
       raise ValueError(f"model.visual_offset={self.visual_offset} must lie inside the vocabulary "
                        f"(model.vocab_size={self.vocab_size})")
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"model.remat={self.remat!r}: choose one of {sorted(REMAT_POLICIES)}")
+    if self.remat not in REMAT_NAMES:
+      raise ValueError(f"model.remat={self.remat!r}: choose one of {sorted(REMAT_NAMES)}")
     if self.attention not in attention.NAMES:
       raise ValueError(f"model.attention={self.attention!r}: choose one of "
                        f"{sorted(attention.NAMES)}")
@@ -144,9 +171,11 @@ class Attention(nnx.Module):
       k_buf, v_buf, offset = kv_cache
       k = jax.lax.dynamic_update_slice_in_dim(k_buf, k.astype(k_buf.dtype), offset, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(v_buf, v.astype(v_buf.dtype), offset, axis=1)
+    remat = REMAT_POLICIES.get(cfg.remat)
     out = attention.attend(q, k.astype(dt), v.astype(dt), k_start, k_end, impl=cfg.attention,
                            plan=plan, block_q=cfg.attention_block_q,
-                           max_lookahead=cfg.max_lookahead)
+                           max_lookahead=cfg.max_lookahead,
+                           remat_blocks=remat is None or remat.attention_blocks)
     out = checkpoint_name(out, "attn_out")
     return jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt)), (k, v)
 
@@ -206,13 +235,15 @@ class Decoder(nnx.Module):
     x = jnp.take(self.embed[...], ids, axis=0).astype(cfg.dtype)
     x = constrain(x, ("act_batch", "act_len", "act_embed"))
     angles = rope.angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_variant)
-    policy = REMAT_POLICIES[cfg.remat]
+    # "auto" is resolved by the trainer before it differentiates (train.step.choose_remat); a
+    # forward pass alone keeps nothing for a backward pass, so no policy matters there.
+    remat = REMAT_POLICIES.get(cfg.remat)
 
     def layer(block, x, kv_cache):
       return block(x, angles, k_start, k_end, kv_cache, plan)
 
-    if cfg.remat != "none":
-      layer = nnx.remat(layer, policy=policy)
+    if remat is not None and remat.layer is not None:
+      layer = nnx.remat(layer, policy=remat.layer)
 
     if cache is None:
       @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,

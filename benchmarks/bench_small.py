@@ -1,0 +1,174 @@
+"""bench_small: the train step's forward and forward+backward on one real official record, per remat
+policy, each in a fresh process; optionally side by side with another checkout.
+
+  python benchmarks/bench_small.py                                # every policy, this checkout
+  python benchmarks/bench_small.py --policies=full,none --compare=/tmp/prev   # + another checkout
+  python benchmarks/bench_small.py --memory_budget=8              # mark what fits 8 GiB
+
+Model "bench-small": 4 layers, d 512, 8/8 heads of 64, MLP 1,536, the official 129,536-id vocabulary
+(untied head), MM-RoPE, float32, model.attention="xla". Input: the official video sample 0
+(`../shared/data/lumos_official_samples`) cut to 2 latent frames (8,439 tokens), a tube mask at
+ratio 0.711 (5,742 loss tokens). The computation is `lumos_jax.train.step.batch_loss` (what the
+trainer differentiates) under `jax.jit`, forward alone and `jax.grad` of it.
+
+Per policy, one fresh process (`--worker`): compile both, run each once untimed (first-touch
+page faults and caches), then once timed. Printed: forward s, forward+backward s and their ratio;
+the recompute factor = XLA-counted FLOPs of forward+backward / (3 x those of the forward) (1.0 =
+nothing computed twice: a backward costs two forwards); XLA's temp bytes of forward+backward
+(`memory_analysis()`); the process's peak RSS; user and system CPU seconds and minor page faults of
+the timed forward+backward. `--compare=DIR` runs the same worker against the lumos_jax package of
+another checkout (e.g. `git worktree add /tmp/prev HEAD~3`) with its default policy, so the
+speed-up is measured in one run on one machine. Results also go to --out as JSON.
+"""
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RECORDS = REPO.parent / "shared" / "data" / "lumos_official_samples"
+GiB = 2 ** 30
+
+flags.DEFINE_list("policies", [], "model.remat policies to measure (default: every one)")
+flags.DEFINE_string("compare", "", "another checkout whose lumos_jax runs beside (its default "
+                    "remat policy), e.g. the previous commit in a git worktree")
+flags.DEFINE_float("memory_budget", 0.0, "GiB: mark the policies whose XLA temp + arguments fit")
+flags.DEFINE_string("out", "/tmp/bench_small.json", "JSON results")
+flags.DEFINE_string("worker", "", "internal: measure this policy ('default': the package's own) "
+                    "in this process and print one JSON line")
+flags.DEFINE_integer("frames", 2, "latent frames of the official record to keep")
+FLAGS = flags.FLAGS
+
+
+def _record_ids(frames: int):
+  import numpy as np
+
+  from lumos_jax import tokens
+  from lumos_jax.data import safe_pickle
+  entries = json.loads((RECORDS / "pre_tokenize/data/test_video/merge-record.json").read_text())
+  ids = np.asarray(safe_pickle.load(RECORDS / entries[0]["file"])["token"], np.int32)
+  return tokens.cut_frames(ids, tokens.parse(ids), frames)
+
+
+def _batch(frames: int, ratio: float = 0.711):
+  """The official record cut to `frames`, tube-masked at `ratio`, as a batch of one."""
+  import numpy as np
+
+  from lumos_jax import masking, tokens
+  ids = _record_ids(frames)
+  lay = tokens.parse(ids)
+  first = lay.content & (lay.frame == lay.frame[lay.content][0])
+  pattern = masking.random_pattern(np.random.default_rng(0), int(first.sum()), ratio)
+  masked = masking.apply_frame_pattern(ids, lay, pattern, tokens.LUMOS)[1]
+  batch = {"inputs": np.where(masked, tokens.LUMOS.mask, ids), "targets": ids,
+           "weights": (masked & lay.code).astype(np.float32), "positions": lay.positions,
+           "index": lay.index, "k_start": lay.k_start, "k_end": lay.k_end}
+  return {k: v[None] for k, v in batch.items()}, lay.max_lookahead
+
+
+def _model_cfg(policy: str, lookahead: int):
+  import dataclasses
+
+  from lumos_jax.model import ModelConfig
+  cfg = ModelConfig(vocab_size=129_536, visual_offset=65_536, d_model=512, n_layers=4, n_heads=8,
+                    n_kv_heads=8, head_dim=64, mlp_dim=1536, rope_variant="mm", dtype="float32",
+                    attention="xla", attention_block_q=256, max_lookahead=lookahead)
+  return cfg if policy == "default" else dataclasses.replace(cfg, remat=policy)
+
+
+def _flops(compiled) -> float:
+  ca = compiled.cost_analysis()
+  return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
+
+
+def _timed(fn, *args) -> dict:
+  import jax
+  jax.block_until_ready(fn(*args))  # untimed: first touch of every buffer
+  before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+  return {"s": seconds, "user_s": after.ru_utime - before.ru_utime,
+          "sys_s": after.ru_stime - before.ru_stime, "minor_faults": after.ru_minflt -
+          before.ru_minflt}
+
+
+def worker(policy: str) -> dict:
+  """Measures one policy in this process (see the module docstring)."""
+  import functools
+
+  import jax
+  from flax import nnx
+
+  from lumos_jax.model import Decoder
+  from lumos_jax.train.step import batch_loss
+  batch, lookahead = _batch(FLAGS.frames)
+  model_cfg = _model_cfg(policy, lookahead)
+  graphdef, params = nnx.split(Decoder(model_cfg, rngs=nnx.Rngs(0)))
+  loss_fn = functools.partial(batch_loss, graphdef=graphdef, model_cfg=model_cfg, loss_chunk=256)
+  fwd = jax.jit(lambda p, b: loss_fn(p, b)[0]).lower(params, batch).compile()
+  bwd = jax.jit(jax.grad(lambda p, b: loss_fn(p, b)[0])).lower(params, batch).compile()
+  mem = bwd.memory_analysis()
+  out = {"policy": model_cfg.remat, "tokens": int(batch["inputs"].shape[1]),
+         "loss_tokens": int(batch["weights"].sum()), "fwd": _timed(fwd, params, batch),
+         "fwd_bwd": _timed(bwd, params, batch),
+         "recompute_factor": _flops(bwd) / (3 * _flops(fwd)),
+         "xla_temp_gib": mem.temp_size_in_bytes / GiB,
+         "xla_args_gib": mem.argument_size_in_bytes / GiB,
+         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB}
+  out["bwd_over_fwd"] = out["fwd_bwd"]["s"] / out["fwd"]["s"]
+  return out
+
+
+def _spawn(policy: str, pythonpath: pathlib.Path) -> dict:
+  env = dict(os.environ, PYTHONPATH=str(pythonpath), JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, __file__, f"--worker={policy}",
+                         f"--frames={FLAGS.frames}"], env=env, capture_output=True, text=True)
+  if proc.returncode:
+    return {"policy": policy, "error": proc.stderr.strip().splitlines()[-1:]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, r: dict) -> str:
+  if "error" in r:
+    return f"{name:<22} error: {r['error']}"
+  fits = ""
+  if FLAGS.memory_budget:
+    fits = "fits" if r["xla_temp_gib"] + r["xla_args_gib"] <= FLAGS.memory_budget else "over"
+  return (f"{name:<22} {r['fwd']['s']:7.1f} {r['fwd_bwd']['s']:8.1f} {r['bwd_over_fwd']:6.2f} "
+          f"{r['recompute_factor']:7.3f} {r['xla_temp_gib']:7.2f} {r['peak_rss_gib']:7.2f} "
+          f"{r['fwd_bwd']['user_s']:7.1f} {r['fwd_bwd']['sys_s']:6.1f} "
+          f"{r['fwd_bwd']['minor_faults'] / 1e6:7.2f} {fits}")
+
+
+def main(argv):
+  del argv
+  if FLAGS.worker:
+    print(json.dumps(worker(FLAGS.worker)))
+    return
+  if not RECORDS.is_dir():
+    sys.exit(f"bench_small needs the official records at {RECORDS} (../shared beside the repo)")
+  from lumos_jax import model
+  policies = FLAGS.policies or [p for p in model.REMAT_POLICIES if p != "auto"]
+  runs = {p: _spawn(p, REPO) for p in policies}
+  if FLAGS.compare:
+    runs["compare:default"] = _spawn("default", pathlib.Path(FLAGS.compare).resolve())
+  print(f"{'policy':<22} {'fwd s':>7} {'f+b s':>8} {'ratio':>6} {'recomp':>7} {'tempGiB':>7} "
+        f"{'rssGiB':>7} {'user s':>7} {'sys s':>6} {'Mfaults':>7}")
+  for name, r in runs.items():
+    print(_row(name, r))
+  if FLAGS.compare and "error" not in runs["compare:default"]:
+    base = runs["compare:default"]["fwd_bwd"]["s"]
+    for name, r in runs.items():
+      if "error" not in r and not name.startswith("compare"):
+        print(f"speed-up of {name} over {FLAGS.compare}: {base / r['fwd_bwd']['s']:.2f}x")
+  pathlib.Path(FLAGS.out).write_text(json.dumps(runs, indent=1))
+  print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
