@@ -147,8 +147,12 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   cfg.eval_batches = 4
   cfg.max_bad_steps = 10  # consecutive non-finite steps before the run stops
   cfg.loss_chunk = 256  # positions per chunk of the loss
+  cfg.memory_budget_gib = 0.0  # per device, for model.remat="auto"; 0: what the device has
   cfg.peak_flops_per_device = 0.0  # for MFU; 0: unknown, MFU not logged
   cfg.profile_steps = ()  # (first, stop): write a profiler trace of those steps to WORKDIR/profile
+  # A run workdir (ours, or `python -m lumos_jax.convert import`) whose latest parameters start
+  # this run, with a fresh optimizer at step 0; used only while this run has no checkpoint.
+  cfg.init_from = ""
   cfg.vocab = vocab
   cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
   cfg.model = ml_collections.ConfigDict(dict(

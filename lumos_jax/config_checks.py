@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from lumos_jax import attention, masking, rope
-from lumos_jax.model import REMAT_POLICIES, ModelConfig
+from lumos_jax.model import REMAT_NAMES, ModelConfig
 
 VOCABS = ("lumos", "compact")
 DATA_KINDS = ("records", "synthetic", "tfds")
@@ -74,13 +74,14 @@ FIELDS: dict[str, Check] = {
     "seed": _int(0), "steps": _int(1), "checkpoint_every": _int(1), "keep_checkpoints": _int(1),
     "log_every": _int(1), "eval_every": _int(0), "eval_batches": _int(1),
     "max_bad_steps": _int(0), "loss_chunk": _int(1), "peak_flops_per_device": _num(0),
-    "profile_steps": _PROFILE, "vocab": _choice(VOCABS), "mesh": _MESH,
+    "memory_budget_gib": _num(0),
+    "profile_steps": _PROFILE, "init_from": _STR, "vocab": _choice(VOCABS), "mesh": _MESH,
     "model.vocab_size": _int(1), "model.visual_offset": _int(1), "model.d_model": _int(1),
     "model.n_layers": _int(1), "model.n_heads": _int(1), "model.n_kv_heads": _int(1),
     "model.head_dim": _int(1), "model.mlp_dim": _int(1),
     "model.rope_variant": _choice(rope.VARIANTS), "model.rope_theta": _num(0, lo_open=True),
     "model.norm_eps": _num(0, lo_open=True), "model.dtype": _choice(DTYPES),
-    "model.remat": _choice(sorted(REMAT_POLICIES)),
+    "model.remat": _choice(sorted(REMAT_NAMES)),
     "model.attention": _choice(sorted(attention.MODEL_NAMES)),
     "model.attention_block_q": _int(1), "model.max_lookahead": _int(0),
     "model.init_std": _num(0, lo_open=True),

@@ -2,6 +2,10 @@
 
   python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
       --mode=t2v --frames=8 --steps=16 --guidance=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
+  python -m lumos_jax.sample --workdir=/tmp/lumos_1b --tokenizer=/ckpt/tokenizer.json \\
+      --prompt="a dog runs on the beach" --height=32 --width=56 --out=/tmp/dog.npy
+  (official-vocabulary runs, e.g. converted with `python -m lumos_jax.convert import`: the
+  Chameleon tokenizer.json is not bundled, see lumos_jax.text_tokenizer)
 
 Writes the codes as `.npy` always and, for runs on the embedded synthetic dataset, the decoded
 frames as a GIF and an MP4 with the prompt as caption (beside --out, whatever its suffix).
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from lumos_jax import cli, config as config_lib
+from lumos_jax import cli, config as config_lib, text_tokenizer
 from lumos_jax.sample import sampler as sample
 from lumos_jax.sample.loader import load, synthetic_tokenizer
 
@@ -118,17 +122,34 @@ def request(argv_flags, cfg, vocab):
   n_codes = code_count(cfg, vocab)
   given = read_image_codes(f.image, cfg, height, width, n_codes) if f.mode == "i2v" else None
   total, frames = frame_counts(f, cfg, 0 if given is None else len(given))
-  if vocab.byte_text_offset is None:
-    raise RequestError("this run uses the official vocabulary: its prompts need the Chameleon BPE "
-                       "tokenizer, which is not bundled; use the Python API with token ids")
   fps = cfg.data.get("fps", 4) if f.mode != "t2i" else 1
+  duration = max(1, total // fps) if f.mode != "t2i" else 1
+  if vocab.byte_text_offset is None and f.mode != "t2i":  # official: RGB seconds of the latents
+    duration = max(1, round((total - 1) * cfg.data.strides[0] / fps))
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
-                           duration=max(1, total // fps) if f.mode != "t2i" else 1, steps=f.steps,
+                           duration=duration, steps=f.steps,
                            cfg_scale=f.guidance, history_mask=f.history_mask,
                            temperature=f.temperature, temperature_schedule=f.temperature_schedule,
                            top_k=f.top_k, top_p=f.top_p,
                            code_limit=n_codes if cfg.data.kind == "synthetic" else 0)
-  return vocab.encode_text(f.prompt), sc, given
+  return prompt_ids(f, cfg, vocab, sc), sc, given
+
+
+def prompt_ids(f, cfg, vocab, sc) -> list[int]:
+  """The prompt's text ids: UTF-8 bytes for compact vocabularies; for the official vocabulary the
+  official template through --tokenizer (RequestError without a readable one)."""
+  if vocab.byte_text_offset is not None:
+    return vocab.encode_text(f.prompt)
+  if not f.tokenizer:
+    raise RequestError(f"this run uses the official vocabulary: pass --tokenizer=PATH/"
+                       f"tokenizer.json, {text_tokenizer.WHERE}")
+  try:
+    tok = text_tokenizer.ChameleonTokenizer(f.tokenizer)
+  except (FileNotFoundError, ValueError) as e:
+    raise RequestError(f"--tokenizer={f.tokenizer}: {e}") from e
+  strides = cfg.data.strides
+  return tok.prompt_ids(f.prompt, width_px=sc.width * strides[2], height_px=sc.height * strides[1],
+                        frames=sc.fps * sc.duration, fps=sc.fps)  # t2i: "1 frames at 1 ..."
 
 
 def write_outputs(codes: np.ndarray, out: str, cfg, caption: str, fps: int):
@@ -183,6 +204,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                       flag_values=fv)
   flags.DEFINE_string("prompt", "", "text prompt", flag_values=fv)
   flags.DEFINE_string("mode", "t2v", "t2i | t2v | i2v", flag_values=fv)
+  flags.DEFINE_string("tokenizer", "", "official-vocabulary runs: the Chameleon tokenizer.json",
+                      flag_values=fv)
   flags.DEFINE_string("image", "", "i2v conditioning frame: .npy codes or an image (synthetic)",
                       flag_values=fv)
   flags.DEFINE_integer("frames", 0, "total latent frames (0: the trained data.max_frames)",

@@ -16,8 +16,8 @@ from flax import nnx
 from lumos_jax import checkpoint, config as config_lib, masking, sharding
 from lumos_jax.data import pipeline, records
 from lumos_jax.synthetic import dataset as synthetic
-from lumos_jax.train import checkpointer, distributed, metrics, optim
-from lumos_jax.train.step import Functions, build_functions
+from lumos_jax.train import checkpointer, distributed, init_from, metrics, optim
+from lumos_jax.train.step import Functions, build_functions, choose_remat
 
 log = logging.getLogger("lumos_jax.train")
 
@@ -129,12 +129,13 @@ def _train(cfg, workdir, stop) -> dict:
   sources, weights, eval_source = data_sources(cfg, workdir, vocab)
   data_iter = iter(pipeline.build(sources, pipeline_config(cfg), vocab, weights=weights))
 
+  model_cfg = choose_remat(cfg, mesh, model_cfg)
   fns = build_functions(cfg, mesh, model_cfg)
   with jax.set_mesh(mesh):
     ckpt = checkpointer.Checkpointer(checkpoint.directory(workdir), keep=cfg.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is None:
-      state = fns.init()
+      state = init_from.fresh_state(cfg, fns)
       log.info("parameters:\n%s", parameter_overview.get_parameter_overview(
           nnx.to_pure_dict(state["params"]), include_stats=False))
     else:

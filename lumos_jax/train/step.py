@@ -9,6 +9,8 @@ batch.
 
 import dataclasses
 import functools
+import logging
+import os
 from collections.abc import Callable
 
 import flax
@@ -105,6 +107,7 @@ class Functions:
   step: Callable  # (state, batch) -> (state, metrics); donates the state
   eval: Callable  # (params, batch) -> per-frame loss sums
   init: Callable  # () -> a fresh state, sharded
+  init_with: Callable  # (params) -> a fresh state (step 0, new optimizer) around given params
   abstract_state: dict
   state_sh: dict
   param_sh: object
@@ -130,4 +133,62 @@ def build_functions(cfg, mesh, model_cfg) -> Functions:
                         in_shardings=(param_sh, batch_sh))
   init = jax.jit(lambda: state_lib.init_state(model_lib.init_model(model_cfg, cfg.seed)[1], tx,
                                               cfg.seed), out_shardings=state_sh)
-  return Functions(step, evaluate_fn, init, abstract_state, state_sh, param_sh, batch_sh)
+  init_with = jax.jit(lambda p: state_lib.init_state(p, tx, cfg.seed), in_shardings=(param_sh,),
+                      out_shardings=state_sh)
+  return Functions(step, evaluate_fn, init, init_with, abstract_state, state_sh, param_sh,
+                   batch_sh)
+
+
+GiB = 2 ** 30
+
+
+def abstract_batch(cfg, batch_sh: dict) -> dict:
+  """ShapeDtypeStructs of one global batch (for AOT lowering: nothing is allocated)."""
+  b, length = cfg.data.batch_size, cfg.data.seq_len
+  dtypes = {"weights": jnp.float32, "valid": jnp.bool_}
+  return {k: jax.ShapeDtypeStruct((b, length, 3) if k == "positions" else (b, length),
+                                  dtypes.get(k, jnp.int32), sharding=batch_sh[k])
+          for k in pipeline.FIELDS}
+
+
+def device_memory_gib(device) -> float:
+  """What one device may use: its allocator limit where it reports one (GPU, TPU), else 80% of
+  the host's RAM shared by the host's devices (CPU)."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and stats.get("bytes_limit"):
+    return stats["bytes_limit"] / GiB
+  ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  return 0.8 * ram / jax.local_device_count() / GiB
+
+
+def step_memory_gib(compiled) -> float:
+  """Per-device bytes of a compiled step: arguments + outputs not aliased to them + temporaries."""
+  m = compiled.memory_analysis()
+  return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+          + m.temp_size_in_bytes) / GiB
+
+
+def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
+  """`model.remat="auto"` -> the first (fastest) policy of model.REMAT_POLICIES whose compiled
+  train step fits `cfg.memory_budget_gib` per device (0: `device_memory_gib`), by XLA's
+  `memory_analysis()` of the step lowered with abstract inputs; any other value is kept.
+  Each candidate costs one compilation (reused by jax's cache for the chosen one)."""
+  if model_cfg.remat != "auto":
+    return model_cfg
+  budget = cfg.memory_budget_gib or device_memory_gib(jax.local_devices()[0])
+  tried = []
+  for name in model_lib.REMAT_POLICIES:
+    candidate = dataclasses.replace(model_cfg, remat=name)
+    fns = build_functions(cfg, mesh, candidate)
+    with jax.set_mesh(mesh):
+      state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                           fns.abstract_state, fns.state_sh)
+      need = step_memory_gib(fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile())
+    tried.append(f"{name} {need:.3f} GiB")
+    if need <= budget:
+      logging.getLogger(__name__).info("model.remat=auto: %s (budget %.2f GiB/device; tried %s)",
+                                       name, budget, ", ".join(tried))
+      return candidate
+  raise ValueError(f"model.remat='auto': no policy fits memory_budget_gib={budget:.2f} per device "
+                   f"({', '.join(tried)}): raise the budget, shard more (mesh), or shorten "
+                   "data.seq_len / data.batch_size")

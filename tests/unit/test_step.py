@@ -46,3 +46,29 @@ def test_gradient_accumulation_matches_one_batch():
   np.testing.assert_allclose(m2.compute()["loss"], m1.compute()["loss"], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(out1["params"]), jax.tree.leaves(out2["params"])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
+  """remat="auto" walks REMAT_POLICIES (fastest first) and keeps the first whose compiled step
+  fits memory_budget_gib; none fitting is an error that lists what each needs."""
+  import re
+
+  import pytest
+
+  from lumos_jax import sharding
+  cfg = config.load("tiny")
+  cfg.model.remat = "auto"
+  model_cfg = config.model_config(cfg)
+  mesh = sharding.make_mesh((2, 2, 2))
+  two = {k: model_lib.REMAT_POLICIES[k] for k in ("none", "full")}
+  monkeypatch.setattr(model_lib, "REMAT_POLICIES", two)
+  cfg.memory_budget_gib = 1e-9
+  with pytest.raises(ValueError, match="no policy fits memory_budget_gib") as err:
+    step_lib.choose_remat(cfg, mesh, model_cfg)
+  need = dict(re.findall(r"(\w+) ([\d.]+) GiB", str(err.value)))
+  assert float(need["full"]) < float(need["none"]), need  # rematerialising saves memory
+  cfg.memory_budget_gib = (float(need["full"]) + float(need["none"])) / 2
+  assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "full"
+  cfg.memory_budget_gib = 100.0
+  assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "none"
+  assert step_lib.choose_remat(cfg, mesh, config.model_config(config.load("tiny"))).remat == "full"
