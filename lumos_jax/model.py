@@ -45,6 +45,7 @@ class Remat:
   layer: object
   attention_blocks: bool
   about: str
+  backends: tuple[str, ...] = ()  # where it compiles; () = everywhere
 
 
 # Ordered fastest first, as measured by benchmarks/bench_small.py (README, "Rematerialisation"):
@@ -60,10 +61,9 @@ REMAT_POLICIES = {
     "layer": Remat(_cp.nothing_saveable, False, "recompute each layer once"),
     "full": Remat(_cp.nothing_saveable, True, "recompute each layer, and attention inside it "
                   "again: least memory"),
+    "offload": Remat(_cp.offload_dot_with_no_batch_dims("device", "pinned_host"), False,
+                     "weight matmul outputs to host memory", backends=("gpu", "tpu")),
 }
-if jax.default_backend() in ("gpu", "tpu"):
-  REMAT_POLICIES["offload"] = Remat(_cp.offload_dot_with_no_batch_dims("device", "pinned_host"),
-                                    False, "weight matmul outputs to host memory")
 REMAT_NAMES = tuple(REMAT_POLICIES) + ("auto",)  # auto: resolved by train.step.choose_remat
 
 
@@ -238,6 +238,9 @@ class Decoder(nnx.Module):
     # "auto" is resolved by the trainer before it differentiates (train.step.choose_remat); a
     # forward pass alone keeps nothing for a backward pass, so no policy matters there.
     remat = REMAT_POLICIES.get(cfg.remat)
+    if remat is not None and remat.backends and jax.default_backend() not in remat.backends:
+      raise ValueError(f"model.remat={cfg.remat!r} needs a {' or '.join(remat.backends)} "
+                       f"backend, not {jax.default_backend()!r}")
 
     def layer(block, x, kv_cache):
       return block(x, angles, k_start, k_end, kv_cache, plan)

@@ -177,7 +177,9 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
     return model_cfg
   budget = cfg.memory_budget_gib or device_memory_gib(jax.local_devices()[0])
   tried = []
-  for name in model_lib.REMAT_POLICIES:
+  for name, remat in model_lib.REMAT_POLICIES.items():
+    if remat.backends and jax.default_backend() not in remat.backends:
+      continue
     candidate = dataclasses.replace(model_cfg, remat=name)
     fns = build_functions(cfg, mesh, candidate)
     with jax.set_mesh(mesh):

@@ -110,6 +110,18 @@ def test_inference_imports_no_training_code():
   assert not offenders, f"optax imported outside lumos_jax.train: {offenders}"
 
 
+def test_importing_the_package_starts_no_jax_backend():
+  """jax.distributed.initialize() must run before any backend exists: a module that asks
+  jax.default_backend() (or jax.devices()) at import time breaks every multi-process run."""
+  modules = sorted(m for m in _modules() if not m.endswith("__main__") or m.startswith(
+      ("lumos_jax.train", "lumos_jax.sample", "lumos_jax.convert")))
+  code = (f"import importlib; [importlib.import_module(m) for m in {modules!r}];"
+          "import jax._src.xla_bridge as xb; print(sorted(xb._backends))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_files_are_short_or_say_why():
   long = []
   for path in PACKAGE.rglob("*.py"):
