@@ -242,11 +242,8 @@ def skip_reason(name: str, registry: dict, registry_name: str) -> str | None:
   """Why `name` cannot run here, or None."""
   if name not in registry:
     return f"not in attention.{registry_name} (not landed in this checkout)"
-  if hasattr(attention, "available"):
-    ok, why = attention.available(name)
-    if not ok:
-      return why
-  return None
+  ok, why = attention.available(name)
+  return None if ok else why
 
 
 def random_qkv(shape_q, shape_kv, dtype):
@@ -434,34 +431,41 @@ def train_run(sh: Shapes, impl: str) -> dict:
           "tflops": tokens_per_s * train_flops_per_token(model_cfg, cfg.data.seq_len) / 1e12}
 
 
-def train_section(sh: Shapes, result: dict) -> dict:
-  """Baseline xla_scan and the best resolvable path; MFU against measured and reference peaks."""
-  best = (attention.resolve("auto", plan_available=False) if hasattr(attention, "resolve")
-          else None)
-  matmul = result.get("throughput", {}).get("matmul", {}).get("tflops")
-  out = {"config": sh.train_config, "best": best,
-         "flop_model": "lumos_jax.train.metrics.train_flops_per_token (3 x forward, seq_len/2 "
-         "keys per token, no remat)", "plan": "none: the train step passes no attention plan",
-         "layers_note": (f"--train_layers={FLAGS.train_layers} instead of the config's"
-                         if FLAGS.train_layers else "the config's layers"),
-         "runs": {}}
+def baseline_and_best(where: str, best: str, run_fn, result: dict) -> dict:
+  """{"baseline": run_fn("xla_scan"), "best": run_fn(best)}; an error is recorded, not raised;
+  "best" is skipped where auto resolves to the baseline."""
+  runs = {}
   for label, impl in (("baseline", "xla_scan"), ("best", best)):
-    if impl is None:
-      out["runs"][label] = {"status": "skipped", "reason": "attention.resolve not landed"}
-      continue
     if label == "best" and impl == "xla_scan":
-      out["runs"][label] = {"status": "skipped", "reason": "auto resolves to the baseline"}
+      runs[label] = {"status": "skipped", "reason": "auto resolves to the baseline"}
       continue
     try:
-      run = train_run(sh, impl)
-      run["mfu_vs_measured_matmul"] = run["tflops"] / matmul if matmul else None
-      run["mfu_vs_reference"] = run["tflops"] / FLAGS.reference_tflops
+      run = run_fn(impl)
     except Exception as e:
       run = {"status": "error", "model.attention": impl,
-             "error": record_error(result, f"train_step/{label}", e)}
-    out["runs"][label] = run
-    print(f"train_step {label}: {run}", flush=True)
-  return out
+             "error": record_error(result, f"{where}/{label}", e)}
+    runs[label] = run
+    print(f"{where} {label}: {run}", flush=True)
+  return runs
+
+
+def train_section(sh: Shapes, result: dict) -> dict:
+  """Baseline xla_scan and the best resolvable path; MFU against measured and reference peaks."""
+  best = attention.resolve("auto", plan_available=False)
+  matmul = result.get("throughput", {}).get("matmul", {}).get("tflops")
+
+  def run_with_mfu(impl):
+    run = train_run(sh, impl)
+    run["mfu_vs_measured_matmul"] = run["tflops"] / matmul if matmul else None
+    run["mfu_vs_reference"] = run["tflops"] / FLAGS.reference_tflops
+    return run
+
+  return {"config": sh.train_config, "best": best,
+          "flop_model": "lumos_jax.train.metrics.train_flops_per_token (3 x forward, seq_len/2 "
+          "keys per token, no remat)", "plan": "none: the train step passes no attention plan",
+          "layers_note": (f"--train_layers={FLAGS.train_layers} instead of the config's"
+                          if FLAGS.train_layers else "the config's layers"),
+          "runs": baseline_and_best("train_step", best, run_with_mfu, result)}
 
 
 # ---------------------------------------------------------------- sampling
@@ -505,23 +509,10 @@ def sample_run(sh: Shapes, impl: str) -> dict:
 
 
 def sampling_section(sh: Shapes, result: dict) -> dict:
-  best = (attention.resolve("auto", plan_available=False) if hasattr(attention, "resolve")
-          else None)
-  out = {"config": sh.sample_config, "timing": "second pass (compilations reused); first pass "
-         "wall - compile beside it; s_per_frame_at_full_steps scales by full/used steps",
-         "runs": {}}
-  for label, impl in (("baseline", "xla_scan"), ("best", best)):
-    if impl is None or (label == "best" and impl == "xla_scan"):
-      out["runs"][label] = {"status": "skipped", "reason": "no distinct best attention"}
-      continue
-    try:
-      run = sample_run(sh, impl)
-    except Exception as e:
-      run = {"status": "error", "model.attention": impl,
-             "error": record_error(result, f"sampling/{label}", e)}
-    out["runs"][label] = run
-    print(f"sampling {label}: {run}", flush=True)
-  return out
+  best = attention.resolve("auto", plan_available=False)
+  return {"config": sh.sample_config, "timing": "second pass (compilations reused); first pass "
+          "wall - compile beside it; s_per_frame_at_full_steps scales by full/used steps",
+          "runs": baseline_and_best("sampling", best, lambda impl: sample_run(sh, impl), result)}
 
 
 # ---------------------------------------------------------------- main

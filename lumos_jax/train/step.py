@@ -172,7 +172,8 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
   """`model.remat="auto"` -> the first (fastest) policy of model.REMAT_POLICIES whose compiled
   train step fits `cfg.memory_budget_gib` per device (0: `device_memory_gib`), by XLA's
   `memory_analysis()` of the step lowered with abstract inputs; any other value is kept.
-  Each candidate costs one compilation (reused by jax's cache for the chosen one)."""
+  Each candidate costs one compilation, and the chosen one compiles once more when the loop's
+  jitted step first runs (an AOT-compiled step is not in the jit's cache)."""
   if model_cfg.remat != "auto":
     return model_cfg
   budget = cfg.memory_budget_gib or device_memory_gib(jax.local_devices()[0])
