@@ -70,7 +70,7 @@ from lumos_jax import attention, attention_plan, config, sample, sharding, token
 from lumos_jax.data import pipeline
 from lumos_jax.model import Decoder
 from lumos_jax.train.metrics import train_flops_per_token
-from lumos_jax.train.step import build_functions
+from lumos_jax.train.step import build_functions, choose_remat
 
 SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_step", "sampling")
 SELF_IMPLS = ("dense", "xla", "xla_scan", "tokamax", "tokamax_bands", "cudnn_bands", "splash")
@@ -86,6 +86,10 @@ flags.DEFINE_integer("train_layers", 0, "decoder layers of the train step (0: th
                      lower_bound=0)
 flags.DEFINE_integer("train_steps", 0, "timed train steps after a warm-up step (0: 3, smoke 2)",
                      lower_bound=0)
+flags.DEFINE_string("train_remat", "", "model.remat of the train step ('' : the config's; "
+                    "'auto' is resolved by train.step.choose_remat as in the trainer)")
+flags.DEFINE_list("train_runs", ["baseline", "best"], "which train-step runs: baseline "
+                  "(xla_scan) and/or best (attention auto)")
 flags.DEFINE_integer("sample_frames", 0, "sampled frames (0: 7, smoke 2)", lower_bound=0)
 flags.DEFINE_integer("sample_steps", 0, "decoding steps per frame (0: 50, smoke 2); fewer steps "
                      "are extrapolated linearly to the full count", lower_bound=0)
@@ -401,6 +405,7 @@ def train_run(sh: Shapes, impl: str) -> dict:
   cfg = config.load(sh.train_config)
   cfg.mesh, cfg.data.batch_size, cfg.optim.accum_steps = (1, 1, 1), 1, 1
   cfg.model.attention = impl
+  cfg.model.remat = FLAGS.train_remat or cfg.model.remat
   if FLAGS.train_layers:
     cfg.model.n_layers = FLAGS.train_layers
   cfg.data.seq_len = sh.train_seq_len or cfg.data.seq_len
@@ -408,6 +413,9 @@ def train_run(sh: Shapes, impl: str) -> dict:
   batch, sample_len = train_batch(sh, cfg, vocab, cfg.data.seq_len)
   mesh_shape, model_cfg, _ = config.validate(cfg, 1)
   mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[:1])
+  t0 = time.perf_counter()
+  model_cfg = choose_remat(cfg, mesh, model_cfg)  # as the trainer does for remat="auto"
+  choose_s = time.perf_counter() - t0
   fns = build_functions(cfg, mesh, model_cfg)
   steps = FLAGS.train_steps or sh.iters // 2 + 1
   with jax.set_mesh(mesh):
@@ -425,17 +433,21 @@ def train_run(sh: Shapes, impl: str) -> dict:
   del state
   tokens_per_s = cfg.data.seq_len / secs  # every row token, padding included
   return {"status": "ok", "model.attention": impl, "n_layers": model_cfg.n_layers,
+          "remat": model_cfg.remat, "remat_config": cfg.model.remat, "choose_remat_s": choose_s,
           "seq_len": cfg.data.seq_len, "sample_tokens": sample_len, "batch": 1,
           "first_step_s": first, "step_s": secs, "timed_steps": steps,
           "tokens_per_s": tokens_per_s, "sample_tokens_per_s": sample_len / secs,
           "tflops": tokens_per_s * train_flops_per_token(model_cfg, cfg.data.seq_len) / 1e12}
 
 
-def baseline_and_best(where: str, best: str, run_fn, result: dict) -> dict:
-  """{"baseline": run_fn("xla_scan"), "best": run_fn(best)}; an error is recorded, not raised;
-  "best" is skipped where auto resolves to the baseline."""
+def baseline_and_best(where: str, best: str, run_fn, result: dict, labels=("baseline", "best")):
+  """{"baseline": run_fn("xla_scan"), "best": run_fn(best)} (those of `labels`); an error is
+  recorded, not raised; "best" is skipped where auto resolves to the baseline."""
   runs = {}
   for label, impl in (("baseline", "xla_scan"), ("best", best)):
+    if label not in labels:
+      runs[label] = {"status": "skipped", "reason": "not in --train_runs"}
+      continue
     if label == "best" and impl == "xla_scan":
       runs[label] = {"status": "skipped", "reason": "auto resolves to the baseline"}
       continue
@@ -462,10 +474,13 @@ def train_section(sh: Shapes, result: dict) -> dict:
 
   return {"config": sh.train_config, "best": best,
           "flop_model": "lumos_jax.train.metrics.train_flops_per_token (3 x forward, seq_len/2 "
-          "keys per token, no remat)", "plan": "none: the train step passes no attention plan",
+          "keys per token, no remat)", "remat": "the config's; 'auto' resolved by "
+          "train.step.choose_remat against the device's memory, as the trainer does (or "
+          "--train_remat)", "plan": "none: the train step passes no attention plan",
           "layers_note": (f"--train_layers={FLAGS.train_layers} instead of the config's"
                           if FLAGS.train_layers else "the config's layers"),
-          "runs": baseline_and_best("train_step", best, run_with_mfu, result)}
+          "runs": baseline_and_best("train_step", best, run_with_mfu, result,
+                                    labels=FLAGS.train_runs)}
 
 
 # ---------------------------------------------------------------- sampling

@@ -98,11 +98,26 @@ def _cudnn_band(band: Band, q, k, v, k_start, k_end, backend):
   elif band.from_zero and band.lo == 0:
     mode = {"is_causal": True}  # queries [0, hi) against keys [0, hi): top-left causal
   else:
-    key = jnp.arange(band.key_hi, dtype=jnp.int32)
-    mask = (key >= k_start[..., None]) & (key < k_end[..., None])  # [B, Lq, keys]
-    mode = {"mask": mask[:, None]}
+    return _cudnn_masked_band(q, k, v, k_start, k_end, backend)
   out = jax.nn.dot_product_attention(q, k, v, implementation=backend, **mode)
   return out.astype(q.dtype)
+
+
+def _cudnn_masked_band(q, k, v, k_start, k_end, backend):
+  """A band with an explicit [B, 1, Lq, keys] mask. cuDNN takes a mask as a bias and refuses a
+  biased training call on an odd query or key length (seen on an H200: "Unsupported sequence
+  length Q 85, KV 85"), so both are padded to even: the extra key is masked for every query, the
+  extra query attends key 0 and its output is dropped."""
+  lq, lk = q.shape[1], k.shape[1]
+  pad_q, pad_k = lq % 2, lk % 2
+  pad = lambda x, n, value=0: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2),
+                                      constant_values=value)
+  q, k, v = pad(q, pad_q), pad(k, pad_k), pad(v, pad_k)
+  k_start, k_end = pad(k_start, pad_q), pad(k_end, pad_q, 1)
+  key = jnp.arange(lk + pad_k, dtype=jnp.int32)
+  mask = (key >= k_start[..., None]) & (key < k_end[..., None])  # [B, Lq, keys]
+  out = jax.nn.dot_product_attention(q, k, v, implementation=backend, mask=mask[:, None])
+  return out[:, :lq].astype(q.dtype)
 
 
 def cudnn_bands(q, k, v, k_start, k_end, *, plan: AttentionPlan | None = None,

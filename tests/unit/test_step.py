@@ -1,6 +1,7 @@
 """The pure train step: a non-finite batch skips the update; accumulation equals one batch."""
 import jax
 import numpy as np
+import pytest
 
 from helpers import VOCAB, random_packed_batch
 from lumos_jax import config, model as model_lib
@@ -72,3 +73,20 @@ def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
   cfg.memory_budget_gib = 100.0
   assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "none"
   assert step_lib.choose_remat(cfg, mesh, config.model_config(config.load("tiny"))).remat == "full"
+
+
+def test_device_memory_leaves_headroom_on_accelerators():
+  """An accelerator's step may claim ACCELERATOR_SHARE of its allocator limit (the autotuner
+  needs the rest); a device that reports no limit (CPU) gets a share of the host's RAM."""
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      return self.stats
+
+  limit = 125.82 * step_lib.GiB
+  assert step_lib.device_memory_gib(Device({"bytes_limit": limit})) == pytest.approx(
+      step_lib.ACCELERATOR_SHARE * 125.82)
+  assert step_lib.ACCELERATOR_SHARE * 125.82 < 110.1  # the H200 step that failed to compile
+  assert 0 < step_lib.device_memory_gib(Device(None)) < 1e6
