@@ -21,6 +21,9 @@ Sections (JSON keys; each is also printed as one line per measurement):
                    queries, 32 x 56 latents) of 2 CFG rows (row 1 unconditional, left-padded:
                    its k_start = pad > 0) against a KV cache of the whole 7-frame sequence;
                    forward only.
+  train_parts      the 1B step's pieces outside the decoder layers, each jitted alone at its
+                   shapes: chunked loss value+gradient, embedding gradient, clip + AdamW + apply
+                   on the whole parameter tree (ms each; where a step's fixed cost goes).
   train_step       configs/lumos_1b.py on one device (batch 1, the 384p sample padded to
                    data.seq_len, block-causal key ranges), model.attention = "xla_scan" (baseline)
                    and attention.resolve("auto") (the step passes no attention plan): tokens/s and
@@ -59,6 +62,7 @@ import traceback
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 from flax import nnx
 
@@ -66,13 +70,16 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # generate.py; lumos_jax from a checkout
 import generate
 
-from lumos_jax import attention, attention_plan, config, sample, sharding, tokens
+from lumos_jax import attention, attention_plan, config, loss, sample, sharding, tokens
+from lumos_jax import model as model_lib
 from lumos_jax.data import pipeline
 from lumos_jax.model import Decoder
 from lumos_jax.train.metrics import train_flops_per_token
+from lumos_jax.train import optim
 from lumos_jax.train.step import build_functions, choose_remat
 
-SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_step", "sampling")
+SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_parts", "train_step",
+            "sampling")
 SELF_IMPLS = ("dense", "xla", "xla_scan", "tokamax", "tokamax_bands", "cudnn_bands", "splash")
 CACHE_IMPLS = ("dense", "tokamax", "cudnn")
 GiB = 2 ** 30
@@ -461,6 +468,63 @@ def baseline_and_best(where: str, best: str, run_fn, result: dict, labels=("base
   return runs
 
 
+def train_parts_section(sh: Shapes, result: dict) -> dict:
+  """The train step's pieces outside the decoder layers, each jitted alone at the train config's
+  shapes (batch 1, data.seq_len): the chunked loss's value and gradient, the embedding lookup's
+  gradient, and clip + AdamW + apply on the whole parameter tree. Their sum against the step's
+  time says where a step's fixed cost goes (1B on an H200: ~3.8 s of 5.7 s outside the layers)."""
+  del result
+  cfg = config.load(sh.train_config)
+  mc = config.model_config(cfg)
+  length, d, dtype = sh.train_seq_len or cfg.data.seq_len, mc.d_model, jnp.dtype(mc.dtype)
+  keys = jax.random.split(jax.random.key(2), 3)
+  hidden = jax.random.normal(keys[0], (1, length, d), dtype)
+  head = 0.02 * jax.random.normal(keys[1], (d, mc.vocab_size - mc.visual_offset), jnp.float32)
+  targets = mc.visual_offset + jax.random.randint(keys[2], (1, length), 0, head.shape[1])
+  weights = jnp.ones((1, length), jnp.float32)
+  loss_grad = jax.jit(jax.grad(lambda h, w: loss.chunked(
+      h, w, targets, weights, visual_offset=mc.visual_offset, chunk=cfg.loss_chunk)[0],
+      argnums=(0, 1)))
+  table = jnp.zeros((mc.vocab_size, d), jnp.float32)
+  ids = targets.astype(jnp.int32)
+  embed_grad = jax.jit(jax.grad(lambda t, h: jnp.sum(jnp.take(t, ids, axis=0).astype(dtype) * h)))
+  out = {"shapes": {"seq_len": length, "d_model": d, "visual_size": head.shape[1],
+                    "dtype": mc.dtype, "loss_chunk": cfg.loss_chunk}}
+  for name, f, args in (("loss_value_and_grad", loss_grad, (hidden, head)),
+                        ("embedding_grad", embed_grad, (table, hidden))):
+    secs, first = timed(f, *args, iters=sh.iters)
+    out[name] = {"ms": 1e3 * secs, "first_call_s": first}
+  del hidden, head, table
+  params = jax.jit(lambda: model_lib.init_model(mc, 0)[1])()  # made on the device
+  tx = optim.make(cfg.optim, cfg.steps)
+  opt = jax.jit(tx.init)(params)
+  update = jax.jit(lambda p, o: optax_apply(tx, p, o), donate_argnums=(0, 1))
+  secs, first = timed_donated(update, params, opt, iters=sh.iters)
+  out["optimizer_update"] = {"ms": 1e3 * secs, "first_call_s": first,
+                             "parameters": int(sum(x.size for x in jax.tree.leaves(params)))}
+  print(f"train parts: {out}", flush=True)
+  return out
+
+
+def optax_apply(tx, params, opt):
+  """One clip + AdamW update with the parameters themselves as gradients (the cost is the same)."""
+  updates, opt = tx.update(params, opt, params)
+  return optax.apply_updates(params, updates), opt
+
+
+def timed_donated(f, params, opt, *, iters: int) -> tuple[float, float]:
+  """`timed` for f(params, opt) -> (params, opt) that donates its inputs: each call feeds the
+  next."""
+  t0 = time.perf_counter()
+  params, opt = jax.block_until_ready(f(params, opt))
+  first, times = time.perf_counter() - t0, []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    params, opt = jax.block_until_ready(f(params, opt))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), first
+
+
 def train_section(sh: Shapes, result: dict) -> dict:
   """Baseline xla_scan and the best resolvable path; MFU against measured and reference peaks."""
   best = attention.resolve("auto", plan_available=False)
@@ -534,7 +598,8 @@ def sampling_section(sh: Shapes, result: dict) -> dict:
 
 RUNNERS = {"versions": versions_section, "throughput": throughput_section,
            "attention": attention_section, "cache_attention": cache_section,
-           "train_step": train_section, "sampling": sampling_section}
+           "train_parts": train_parts_section, "train_step": train_section,
+           "sampling": sampling_section}
 
 
 def write(result: dict, path: str) -> None:
