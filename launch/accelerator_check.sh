@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accelerator check on this machine's first device: versions, matmul and copy rates, every
 # attention implementation, the 1B train step and 1B sampling (benchmarks/accelerator.py, about
-# 8 minutes on one H100/H200), then a one-line summary.
+# 7 minutes on one H100/H200, estimated from the sections of the first H200 run), then a
+# one-line summary.
 #
 #   launch/accelerator_check.sh [flags of benchmarks/accelerator.py, e.g. --sections=attention]
 #

@@ -4,10 +4,16 @@
   per-index RNG: validate + parse -> cut to `max_frames` -> AR-DF mask -> CFG text drop -> layout
   -> pad to `seq_len` -> this process's shard -> batch -> (optional) worker processes
 
+With `pack=True` the per-record map emits unpadded examples and, after the shard, grain's first-fit
+packer puts several whole samples into each `seq_len` row (`pack_rows`), padding only at the row's
+end; each sample keeps its own positions and attends only inside itself.
+
 The stream before sharding is the same for any number of processes, and process p takes its
 elements p, p + P, p + 2P, ... (read lazily: a process only reads its own records). So P processes'
 local batches together hold exactly the records of one process's global batch, and a run gives
-the same losses on 1 process or many.
+the same losses on 1 process or many. With packing each process packs its own elements: the
+records of a step are still those of the stream (each once per epoch), but which samples share a
+row, and so a step's exact loss, depends on P.
 
 Every random choice comes from grain's per-index RNG (`random_map` with the pipeline seed), so an
 element depends only on (seed, position in the stream): the iterator state is one integer per
@@ -18,9 +24,11 @@ records around it come through unchanged. `max_consecutive_bad` refusals in a ro
 epoch of them) stop the pipeline with a RuntimeError naming the reasons and their counts.
 
 A source is any sequence (len + getitem) of records: objects or dicts with `tokens` (ids) and an
-optional `id`. Batches are dicts of numpy arrays [batch, seq_len(, 3)]:
+optional `id`. Batches are dicts of numpy arrays [batch, seq_len(, 3)] (batch: rows per process,
+packed or not):
   inputs (masked ids), targets (true ids), weights (1 on masked code slots), positions, index,
-  k_start, k_end, frame (-1 outside frames), valid (False on padding).
+  k_start, k_end, frame (-1 outside frames), valid (False on padding). Padding tokens are those of
+  `tokens.pack`: ids, weights, positions and index 0, k_start = q, k_end = q + 1, frame -1.
 """
 from __future__ import annotations
 
@@ -55,6 +63,10 @@ class PipelineConfig:
   strides: tuple[int, int, int] = tokens.LUMOS_STRIDES
   max_lookahead: int | None = None  # refuse frames longer than the model's attention reaches
   max_consecutive_bad: int = 1_000  # stop with an error after this many refused records in a row
+  pack: bool = False  # first-fit several samples into each row instead of one padded sample
+  # Rows the packer fills at once (`pack_rows`): more bins leave less padding (a short image finds
+  # a gap) but hold more samples in memory and mix a little more across epoch boundaries.
+  pack_bins: int = 8
 
 
 def _record_tokens(record) -> tuple[object, object]:
@@ -101,7 +113,8 @@ class Refused:
 
 
 class MakeExample(grain.transforms.RandomMap):
-  """One record -> one padded training example, or `Refused` for a bad record."""
+  """One record -> one training example ({field: [L] or [L, 3]}, L = seq_len, or the sample's own
+  length when `cfg.pack`, for `pack_rows`), or `Refused` for a bad record."""
 
   def __init__(self, cfg: PipelineConfig, vocab: tokens.Vocab):
     self.cfg, self.vocab = cfg, vocab
@@ -132,8 +145,9 @@ class MakeExample(grain.transforms.RandomMap):
     if len(layout) > cfg.seq_len:
       raise TooLong(len(layout), f"{len(layout)} tokens after cutting to max_frames="
                     f"{cfg.max_frames}, more than seq_len={cfg.seq_len}")
-    layout = tokens.pad(layout, cfg.seq_len)
-    pad = cfg.seq_len - len(masked["inputs"])
+    length = len(layout) if cfg.pack else cfg.seq_len  # packing pads whole rows later
+    layout = tokens.pad(layout, length)
+    pad = length - len(masked["inputs"])
     out = {k: np.pad(masked[k], (0, pad)) for k in ("inputs", "targets", "weights")}
     out.update({f: getattr(layout, f) for f in FIELDS if f not in out})
     return out
@@ -195,6 +209,42 @@ class CountRefused(grain.transforms.Filter):
                       element.message)
 
 
+def pack_rows(ds: grain.IterDataset, cfg: PipelineConfig) -> grain.IterDataset:
+  """Unpadded examples (MakeExample with `cfg.pack`) -> rows of `cfg.seq_len` tokens, FIELDS only.
+
+  grain's `FirstFitPackIterDataset` puts each example into the first of `cfg.pack_bins` rows with
+  room, back to back from the row's start (so padding is only at the end, and no sample is split:
+  a record longer than seq_len was refused before). When one does not fit any row the rows go out
+  in order (not shuffled: the stream is shuffled already, and rows then hold consecutive stretches
+  of it) and a new set starts with it. Its state (where the current set started in the stream, the
+  next row) makes resume exact. grain packs every field alike (same lengths, `positions` [L, 3]
+  row-wise); `_packed_row` then turns its output into a layout.
+  """
+  packed = grain.experimental.FirstFitPackIterDataset(
+      ds, length_struct={f: cfg.seq_len for f in FIELDS}, num_packing_bins=cfg.pack_bins,
+      seed=cfg.seed, shuffle_bins=False)
+  return packed.map(_packed_row)
+
+
+def _packed_row(row: dict) -> dict:
+  """grain's packed row -> our fields (as `tokens.pack` lays the same samples out).
+
+  grain copies each sample's fields unchanged and adds `<field>_segment_ids` (k-th sample of the
+  row: k, padding: 0) and `<field>_positions` (index within the sample). Positions and index are
+  already per sample; the key ranges are sample-relative, so they move by the sample's start
+  (q - position within the sample). Padding (zeros from grain) gets the `tokens.pack` padding:
+  k_start = q, k_end = q + 1 (a padding query sees only itself), frame -1.
+  """
+  real = row["inputs_segment_ids"] > 0
+  q = np.arange(len(real), dtype=np.int32)
+  start = q - row["inputs_positions"]
+  out = {f: row[f] for f in FIELDS}
+  out["k_start"] = np.where(real, row["k_start"] + start, q).astype(np.int32)
+  out["k_end"] = np.where(real, row["k_end"] + start, q + 1).astype(np.int32)
+  out["frame"] = np.where(real, row["frame"], -1).astype(np.int32)
+  return out
+
+
 def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
           weights: Sequence[float] | None = None, process_index: int | None = None,
           process_count: int | None = None) -> grain.IterDataset:
@@ -202,7 +252,8 @@ def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
 
   `sources` are mixed by `weights` (e.g. images and videos); the shuffled stream is sharded by
   process (default: jax.process_index() / jax.process_count()), so processes read disjoint records
-  whose union is the whole epoch. `cfg.batch_size` is this process's batch.
+  whose union is the whole epoch. `cfg.batch_size` is this process's batch (rows, packed with
+  `cfg.pack`: each process packs its own records, see the module docstring).
   """
   if process_index is None or process_count is None:
     import jax  # only here: the data CLI and tests use the pipeline without jax
@@ -217,6 +268,8 @@ def build(sources: Sequence, cfg: PipelineConfig, vocab: tokens.Vocab, *,
   ds = ds.repeat(cfg.num_epochs).random_map(MakeExample(cfg, vocab), seed=cfg.seed)
   ds = ds[process_index::process_count]
   ds = ds.to_iter_dataset().filter(CountRefused(limit, why))
+  if cfg.pack:
+    ds = pack_rows(ds, cfg)
   ds = ds.batch(cfg.batch_size, drop_remainder=True)
   if cfg.workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; scripts may not parse them
