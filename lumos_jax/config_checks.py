@@ -95,7 +95,7 @@ FIELDS: dict[str, Check] = {
     "data.tfds_train_split": _STR, "data.tfds_eval_split": _STR, "data.seq_len": _int(1),
     "data.batch_size": _int(1), "data.max_frames": _int(1), "data.cfg_drop": _num(0, 1),
     "data.workers": _int(0), "data.strides": _STRIDES, "data.max_consecutive_bad": _int(1),
-    "data.pack": _BOOL,
+    "data.pack": _BOOL, "data.background_code": _int(-1), "data.background_weight": _num(0, 1),
     "data.mask.kind": _choice(masking.KINDS), "data.mask.schedule": _choice(masking.SCHEDULES),
     "data.mask.min_ratio": _num(0, 1),
     "distributed.enabled": _BOOL, "distributed.coordinator": _STR,

@@ -67,6 +67,11 @@ class PipelineConfig:
   # Rows the packer fills at once (`pack_rows`): more bins leave less padding (a short image finds
   # a gap) but hold more samples in memory and mix a little more across epoch boundaries.
   pack_bins: int = 8
+  # Loss weight of masked slots whose true code is `background_code` (a visual code index; -1:
+  # none): in the synthetic videos ~80% of the slots are the empty patch, easy after a few steps,
+  # and their gradient drowns that of the object (see README "Demo run").
+  background_code: int = -1
+  background_weight: float = 1.0
 
 
 def _record_tokens(record) -> tuple[object, object]:
@@ -145,6 +150,10 @@ class MakeExample(grain.transforms.RandomMap):
     if len(layout) > cfg.seq_len:
       raise TooLong(len(layout), f"{len(layout)} tokens after cutting to max_frames="
                     f"{cfg.max_frames}, more than seq_len={cfg.seq_len}")
+    if cfg.background_code >= 0:
+      background = masked["targets"] == vocab.visual_offset + cfg.background_code
+      masked["weights"] = np.where(background, cfg.background_weight * masked["weights"],
+                                   masked["weights"]).astype(np.float32)
     length = len(layout) if cfg.pack else cfg.seq_len  # packing pads whole rows later
     layout = tokens.pad(layout, length)
     pad = length - len(masked["inputs"])

@@ -83,7 +83,7 @@ def _row(name: str, s: dict) -> str:
 
 def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str | None,
         temperature_schedule: str = "cumulative", top_k: int = 0, step: int | None = None,
-        history_mask: float = 0.7, log=sys.stderr) -> dict:
+        history_mask: float = 0.7, temperature: float = 1.0, log=sys.stderr) -> dict:
   """Generates, scores and writes everything; returns the scores dict (see module docstring)."""
   from lumos_jax import config as config_lib, sample
   train_cfg = config_lib.load_run(workdir)
@@ -99,8 +99,8 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   sampler, _, vocab = sample.load(workdir, step)
   sc = sample.SampleConfig(frames=syn.frames, height=syn.grid, width=syn.grid, fps=syn.fps,
                            duration=syn.duration, steps=steps, cfg_scale=cfg_scale,
-                           temperature_schedule=temperature_schedule, top_k=top_k,
-                           history_mask=history_mask, code_limit=tokenizer.n_codes)
+                           temperature=temperature, temperature_schedule=temperature_schedule,
+                           top_k=top_k, history_mask=history_mask, code_limit=tokenizer.n_codes)
   videos, rows, t0 = [], [], time.perf_counter()
   for i, s in enumerate(samples):
     codes = sampler.generate(vocab.encode_text(s.caption), sc, seed=seed + i)
@@ -122,7 +122,7 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
       [score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
        for s in samples])
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
-                            guidance=cfg_scale, seed=seed,
+                            guidance=cfg_scale, seed=seed, temperature=temperature,
                             temperature_schedule=temperature_schedule, top_k=top_k,
                             history_mask=history_mask, frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
@@ -177,6 +177,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.DEFINE_float("guidance", 3.0, "classifier-free guidance scale", flag_values=fv)
   flags.DEFINE_float("history_mask", 0.7, "fraction of each finished frame masked in the cache "
                      "(rho_inf; 0: none)", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+  flags.DEFINE_float("temperature", 1.0, "Gumbel confidence noise (see lumos_jax.sample)",
+                     lower_bound=0.0, flag_values=fv)
   flags.DEFINE_enum("temperature_schedule", "cumulative", SCHEDULES, "see lumos_jax.sample",
                     flag_values=fv)
   flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)", flag_values=fv)
@@ -194,7 +196,7 @@ def command(f, args: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments {list(args)}: evaluate takes --flags only "
                          "(quote values with spaces)")
   scores = run(f.workdir, f.n, f.steps, f.guidance, f.seed, f.out, f.temperature_schedule,
-               f.top_k, f.step, f.history_mask)
+               f.top_k, f.step, f.history_mask, f.temperature)
   if f.json:
     print(json.dumps(_json_safe({k: v for k, v in scores.items() if k != "per_video"}),
                      allow_nan=False))

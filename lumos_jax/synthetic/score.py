@@ -2,8 +2,9 @@
 
 Works on the *cell grid* (cells of `patch_px // 2` pixels, the finest detail the patch tokenizer
 keeps). Per frame (`detect`): the dominant non-background colour, its largest 4-connected component
-("the object"), the shape whose template best overlaps that component (IoU over every template
-size and position that fits its bounding box), and the component's bounding-box centre in pixels.
+("the object"), the shape whose template best overlaps that component (IoU over every position of
+every shape at the dataset's sizes; none below MIN_SHAPE_IOU), and the component's bounding-box
+centre in pixels.
 
 Per video (`score`):
   shape_acc, color_acc   fraction of frames whose detected shape / colour is the caption's (a frame
@@ -13,8 +14,8 @@ Per video (`score`):
   trajectory_error_px    RMS distance of the centres from the best straight, constant-velocity
                          path along the caption's axis (residual of the along-axis linear fit and
                          the cross-axis drift); NaN with fewer than 3 detections
-  temporal_consistency   fraction of consecutive frame pairs with the same colour and shape and
-                         object areas within a factor `AREA_RATIO`
+  temporal_consistency   fraction of consecutive frame pairs with the same colour and (detected)
+                         shape and object areas within a factor `AREA_RATIO`
 The dataset's own videos score 1, 1, 1, <= 0.5 px, 1 (tests/unit/test_evaluate.py).
 """
 from __future__ import annotations
@@ -29,6 +30,9 @@ from lumos_jax.synthetic.tokenizer import COLOURS, PALETTE, cell_colours
 
 MIN_SPEED = 0.25  # px/frame below which a video counts as not moving
 AREA_RATIO = 1.5
+# Below this IoU with its best template an object has no shape: fragments and blobs would
+# otherwise count as whichever template they overlap most (a quarter right by chance).
+MIN_SHAPE_IOU = 0.5
 COLOUR_NAMES = tuple(COLOURS)
 
 
@@ -64,14 +68,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
   return labels == best if best else np.zeros_like(mask)
 
 
-def _templates(grid: int):
-  """{shape: float [k, grid * grid]} every template (half-width h, centre cell) on a grid x grid,
-  flattened so that overlaps with an object are one matmul."""
+def _templates(grid: int, half_widths: tuple[int, ...]):
+  """{shape: float [k, grid * grid]} every template (half-width h in `half_widths`, centre cell)
+  on a grid x grid, flattened so that overlaps with an object are one matmul."""
   rows = np.arange(grid)
   out = {}
   for shape in dataset.SHAPES:
     masks = []
-    for h in range(0, grid // 2):
+    for h in (h for h in half_widths if 2 * h < grid):
       for ci in range(h, grid - h):
         for cj in range(h, grid - h):
           masks.append(dataset.shape_cells(shape, rows[:, None] - ci, rows[None, :] - cj, h))
@@ -79,15 +83,16 @@ def _templates(grid: int):
   return out
 
 
-_TEMPLATE_CACHE: dict[int, dict] = {}
+_TEMPLATE_CACHE: dict[tuple, dict] = {}
 
 
-def classify_shape(obj: np.ndarray) -> tuple[str, float]:
-  """(best shape, its IoU) for a bool [n, n] object mask, over every template placement."""
-  grid = obj.shape[0]
-  if grid not in _TEMPLATE_CACHE:
-    _TEMPLATE_CACHE[grid] = _templates(grid)
-  templates = _TEMPLATE_CACHE[grid]
+def classify_shape(obj: np.ndarray, sizes: tuple[int, ...]) -> tuple[str, float]:
+  """(best shape, its IoU) for a bool [n, n] object mask, over every placement of every shape at
+  the given widths in cells (the dataset's `sizes`: a blob filling the frame is no square)."""
+  key = (obj.shape[0], tuple(sorted({(s - 1) // 2 for s in sizes})))
+  if key not in _TEMPLATE_CACHE:
+    _TEMPLATE_CACHE[key] = _templates(*key)
+  templates = _TEMPLATE_CACHE[key]
   best = (None, -1.0)
   flat = obj.reshape(-1).astype(np.float32)
   for shape, masks in templates.items():
@@ -108,7 +113,9 @@ def detect(video: np.ndarray, cfg: dataset.SyntheticConfig) -> list[Detection]:
       continue
     k = int(counts.argmax())
     obj = largest_component(cells == k + 1)
-    shape, iou = classify_shape(obj)
+    shape, iou = classify_shape(obj, cfg.sizes)
+    if iou < MIN_SHAPE_IOU:
+      shape = None
     ys, xs = np.nonzero(obj)
     centre = np.array([ys.min() + ys.max() + 1, xs.min() + xs.max() + 1]) / 2 * cfg.cell_px
     out.append(Detection(COLOUR_NAMES[k], shape, iou, centre, int(obj.sum())))
@@ -148,7 +155,7 @@ def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict
   truth = dataset.parse_caption(caption)
   dets = detect(video, cfg)
   centres = np.stack([d.centre for d in dets])
-  same = [a.colour is not None and (a.colour, a.shape) == (b.colour, b.shape)
+  same = [a.shape is not None and (a.colour, a.shape) == (b.colour, b.shape)
           and max(a.area, b.area) <= AREA_RATIO * min(a.area, b.area)
           for a, b in zip(dets, dets[1:])]
   return {

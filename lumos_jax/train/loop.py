@@ -65,7 +65,10 @@ def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig
       cfg_drop=0.0 if eval_split else d.cfg_drop, num_epochs=1 if eval_split else None,
       workers=0 if eval_split else d.workers, strides=tuple(d.strides),
       max_lookahead=cfg.model.max_lookahead,
-      max_consecutive_bad=d.max_consecutive_bad, pack=d.pack)
+      max_consecutive_bad=d.max_consecutive_bad, pack=d.pack,
+      # the eval loss stays the plain token mean, comparable across runs
+      background_code=-1 if eval_split else d.background_code,
+      background_weight=d.background_weight)
 
 
 def evaluate(eval_fn, params, source, cfg, vocab, batch_sh) -> dict:

@@ -56,9 +56,23 @@ def test_random_codes_score_near_chance():
   rows = [ss.score(tok.decode(rng.integers(0, tok.n_codes, (8, 8, 8))),
                    synthetic.generate(4, i, CFG).caption, CFG) for i in range(80)]
   m, chance = ss.mean_scores(rows), ss.chance(CFG)
-  for key in ("shape_acc", "color_acc", "direction_acc"):
+  for key in ("color_acc", "direction_acc"):
     assert abs(m[key] - chance[key]) < 0.12, (key, m[key])
+  assert m["shape_acc"] < chance["shape_acc"] / 2  # random fragments fit no template well
   assert m["temporal_consistency"] < 0.1
+
+
+def test_blobs_and_fills_have_no_shape(samples):
+  """A frame filled with the caption's colour, or an object twice the dataset's size, is no
+  shape: templates come at the dataset's sizes and need IoU >= MIN_SHAPE_IOU."""
+  s, video = next((s, v) for s, v in samples if s.shape == "square")
+  filled = np.where(np.ones_like(video[..., :1], bool), video.max((1, 2), keepdims=True), video)
+  r = ss.score(filled, s.caption, CFG)
+  assert r["color_acc"] == 1 and r["shape_acc"] == 0 and r["temporal_consistency"] == 0
+  big = np.zeros_like(video)
+  big[:, 2:30, 2:30] = video.max((1, 2))[:, None, None]  # a 28-px square (sizes: 10, 14 px)
+  assert ss.score(big, s.caption, CFG)["shape_acc"] == 0
+  assert ss.score(video, s.caption, CFG)["shape_acc"] == 1
 
 
 def test_largest_component_is_four_connected():

@@ -39,6 +39,23 @@ def test_examples_are_masked_padded_and_laid_out():
                                                      2, VOCAB)[-n:]) for s in starts)
 
 
+def test_background_weight_scales_only_masked_background_slots():
+  """background_code/background_weight: masked slots whose true code is the background code get
+  the weight, other masked code slots keep 1; the stream is otherwise the same."""
+  records = random_records()
+  plain = next(iter(pipeline.build([records], CFG, VOCAB, process_index=0, process_count=1)))
+  code = int(np.bincount(plain["targets"][plain["weights"] > 0] - VOCAB.visual_offset).argmax())
+  cfg = dataclasses.replace(CFG, background_code=code, background_weight=0.25)
+  weighted = next(iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1)))
+  background = (plain["weights"] > 0) & (plain["targets"] == VOCAB.visual_offset + code)
+  assert background.any() and ((plain["weights"] > 0) & ~background).any()
+  np.testing.assert_array_equal(weighted["weights"][background], 0.25)
+  np.testing.assert_array_equal(weighted["weights"][~background], plain["weights"][~background])
+  for f in pipeline.FIELDS:
+    if f != "weights":
+      np.testing.assert_array_equal(weighted[f], plain[f], f)
+
+
 def test_cfg_drop_rate():
   cfg = pipeline.PipelineConfig(seq_len=96, batch_size=1, seed=0, cfg_drop=0.3, num_epochs=5)
   ds = pipeline.build([random_records(100)], cfg, VOCAB, process_index=0, process_count=1)
