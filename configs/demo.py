@@ -4,9 +4,11 @@ Data: 2,000 generated videos (a coloured shape moving left/right/up/down, 8 fram
 ~640 tokens with the compact vocabulary and byte-level captions), written into WORKDIR/data on the
 first run. Model: 4 layers, d 128, 4 heads / 2 KV heads of 32, MM-RoPE with strides (1, 4, 4)
 (one frame per latent frame, 4 pixels per latent cell); no rematerialisation (tiny activations).
-600 steps: at 300 the samples barely follow the caption (README, "Demo run").
+600 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached eval
+loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
 
-Run: python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
+Run: launch/demo.sh (train, sample, evaluate; 2 CPU devices and huge pages, +44% steps/s) or
+     python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
 """
 from lumos_jax import config, tokens
 
@@ -16,14 +18,18 @@ def get_config():
                          n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
                          max_lookahead=tokens.frame_block_length(8, 8) - 1, remat="none"),
                     vocab="compact")
-  cfg.steps = 600  # about 20 minutes on 2 CPU cores
+  cfg.steps = 600  # about 8 minutes on 2 CPU cores with launch/demo.sh
   cfg.checkpoint_every = 100
   cfg.log_every = 10
   cfg.eval_every = 100
   cfg.eval_batches = 2
   cfg.mesh = (-1, 1, 1)
   cfg.optim.update(lr=2e-3, min_lr=1e-4, warmup_steps=30, schedule="cosine", weight_decay=0.0)
-  cfg.data.update(kind="synthetic", seq_len=648, batch_size=16, max_frames=8, strides=(1, 4, 4))
+  cfg.data.update(kind="synthetic", seq_len=648, batch_size=8, max_frames=8, strides=(1, 4, 4))
+  # The empty patch (visual code 0) is ~80% of the masked slots: at weight 0.4 the colour follows
+  # the caption in 89% of frames after 350 steps instead of 30%, and the unweighted eval loss is
+  # lower (0.779 vs 0.843); at 0.1 the model fills whole frames with the colour.
+  cfg.data.update(background_code=0, background_weight=0.4)
   # No masking floor (official: 0.7), so that training also shows the lightly masked frames the
   # last MaskGIT steps of every frame see. In two 300-step runs scored by `evaluate` (16 videos)
   # the run without the floor moved its object the captioned way in 9/16 videos, with it 4/16.

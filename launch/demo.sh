@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's first command after the install: train the demo model on the embedded synthetic
+# videos, write one generated video, score caption adherence on held-out captions.
+#
+#   launch/demo.sh [WORKDIR]            # default /tmp/lumos_demo; PYTHON=.venv/bin/python
+#
+# Stages, each printing its own progress and ETA: dataset generation and training
+# (python -m lumos_jax.train --config=configs/demo.py), one sample (python -m lumos_jax.sample),
+# the evaluation (python -m lumos_jax.synthetic.evaluate). A stage that fails stops the script
+# with its exit code; a rerun resumes training from the last checkpoint in WORKDIR.
+#
+# CPU settings, measured on 2 cores (README "Demo run"): XLA_FLAGS splits the host into
+# CPU_DEVICES devices (default: one per core, at most 8; the demo's batch is data-parallel over
+# them, with the same losses as on one device), and GLIBC_TUNABLES=glibc.malloc.hugetlb=1 makes
+# malloc ask for transparent huge pages (XLA's per-step temporaries then fault in 2 MiB pages).
+# Together +44% steps/s. Values already in the environment win.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+workdir=${1:-/tmp/lumos_demo}
+cores=$(nproc 2>/dev/null || echo 1)
+devices=${CPU_DEVICES:-$(( cores < 8 ? cores : 8 ))}
+export XLA_FLAGS=${XLA_FLAGS:---xla_force_host_platform_device_count=$devices}
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+
+start=$(date +%s)
+stage() {  # stage N NAME: a banner with the time spent so far
+  echo "== stage $1/3: $2 ($(( $(date +%s) - start )) s so far) =="
+}
+
+stage 1 "dataset + training ($devices CPU devices)"
+"$python" -m lumos_jax.train --config=configs/demo.py --workdir="$workdir"
+stage 2 "one sample"
+# top_k=3: on the 600-step demo model, direction 0.72 -> 0.94 and temporal consistency 0.17 -> 0.31
+# against sampling among all codes (README "Demo run")
+"$python" -m lumos_jax.sample --workdir="$workdir" --prompt="a red circle moves left" --steps=16 \
+  --guidance=3 --top_k=3 --out="$workdir/sample.gif"
+stage 3 "evaluation"
+"$python" -m lumos_jax.synthetic.evaluate --workdir="$workdir" --top_k=3
+echo "== done in $(( $(date +%s) - start )) s: $workdir/sample.gif, $workdir/eval/ =="
