@@ -475,9 +475,10 @@ def baseline_and_best(where: str, best: str, run_fn, result: dict, labels=("base
 
 def train_parts_section(sh: Shapes, result: dict) -> dict:
   """The train step's pieces outside the decoder layers, each jitted alone at the train config's
-  shapes (batch 1, data.seq_len): the chunked loss's value and gradient, the embedding lookup's
-  gradient, and clip + AdamW + apply on the whole parameter tree. Their sum against the step's
-  time says where a step's fixed cost goes (1B on an H200: ~3.8 s of 5.7 s outside the layers)."""
+  shapes (batch 1, data.seq_len), in ms: the chunked loss's gradient (its custom VJP computes the
+  value in the same pass), the embedding lookup's gradient, and clip + AdamW + apply on the whole
+  parameter tree. Their sum against the step's time says where a step's fixed cost goes (1B on an
+  H200: ~3.8 s of 5.7 s outside the layers)."""
   del result
   cfg = config.load(sh.train_config)
   mc = config.model_config(cfg)
@@ -495,7 +496,7 @@ def train_parts_section(sh: Shapes, result: dict) -> dict:
   embed_grad = jax.jit(jax.grad(lambda t, h: jnp.sum(jnp.take(t, ids, axis=0).astype(dtype) * h)))
   out = {"shapes": {"seq_len": length, "d_model": d, "visual_size": head.shape[1],
                     "dtype": mc.dtype, "loss_chunk": cfg.loss_chunk}}
-  for name, f, args in (("loss_value_and_grad", loss_grad, (hidden, head)),
+  for name, f, args in (("loss_grad", loss_grad, (hidden, head)),
                         ("embedding_grad", embed_grad, (table, hidden))):
     secs, first = timed(f, *args, iters=sh.iters)
     out[name] = {"ms": 1e3 * secs, "first_call_s": first}

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "accelerator.py"
-SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_step", "sampling")
+SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_parts", "train_step",
+            "sampling")
 
 
 def _run_smoke(out: pathlib.Path) -> dict:
@@ -56,6 +57,10 @@ def test_smoke_writes_every_section_without_errors(tmp_path):
   for r in result["train_step"]["runs"].values():
     if r["status"] == "ok":
       assert r["tokens_per_s"] > 0 and r["mfu_vs_reference"] > 0
+  parts = result["train_parts"]
+  for name in ("loss_grad", "embedding_grad", "optimizer_update"):
+    assert math.isfinite(parts[name]["ms"]) and parts[name]["ms"] > 0, (name, parts[name])
+  assert parts["optimizer_update"]["parameters"] > 0
   for r in result["sampling"]["runs"].values():
     if r["status"] == "ok":
       assert r["s_per_frame"] > 0 and r["frames"] == 2 and r["steps"] == 2
