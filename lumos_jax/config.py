@@ -178,7 +178,7 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       # padding. Off by default so that existing runs, and their resumes, see the same batches.
       pack=False,
       # Loss weight of masked slots whose true code is visual code `background_code` (-1: none),
-      # training only (the demo down-weights the empty patch: README "Demo run").
+      # training only (measured on the demo's empty patch: README "Demo run").
       background_code=-1, background_weight=1.0,
       mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))
   # jax.distributed.initialize arguments (lumos_jax.train.distributed); "" / 0 / () leave a value to

@@ -68,8 +68,8 @@ class PipelineConfig:
   # a gap) but hold more samples in memory and mix a little more across epoch boundaries.
   pack_bins: int = 8
   # Loss weight of masked slots whose true code is `background_code` (a visual code index; -1:
-  # none): in the synthetic videos ~80% of the slots are the empty patch, easy after a few steps,
-  # and their gradient drowns that of the object (see README "Demo run").
+  # none): in the synthetic videos ~80% of the slots are the empty patch, easy after a few steps
+  # (README "Demo run" measures weights 0.4 and 0.1; the demo keeps 1).
   background_code: int = -1
   background_weight: float = 1.0
 
