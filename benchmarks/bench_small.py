@@ -156,7 +156,7 @@ def main(argv):
   if not RECORDS.is_dir():
     sys.exit(f"bench_small needs the official records at {RECORDS} (../shared beside the repo)")
   from lumos_jax import model
-  policies = FLAGS.policies or [p for p, r in model.REMAT_POLICIES.items() if not r.backends]
+  policies = FLAGS.policies or [p for p, r in model.REMAT_POLICIES.items() if r.runs_on("cpu")]
   runs = {p: _spawn(p, REPO) for p in policies}
   if FLAGS.compare:
     runs["compare:default"] = _spawn("default", pathlib.Path(FLAGS.compare).resolve())

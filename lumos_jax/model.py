@@ -47,6 +47,10 @@ class Remat:
   about: str
   backends: tuple[str, ...] = ()  # where it compiles; () = everywhere
 
+  def runs_on(self, backend: str) -> bool:
+    """Whether this policy compiles on `backend` ("cpu", "gpu", "tpu")."""
+    return not self.backends or backend in self.backends
+
 
 # Ordered fastest first, as measured by benchmarks/bench_small.py (README, "Rematerialisation"):
 # remat="auto" takes the first one whose compiled step fits the memory budget.
@@ -238,7 +242,7 @@ class Decoder(nnx.Module):
     # "auto" is resolved by the trainer before it differentiates (train.step.choose_remat); a
     # forward pass alone keeps nothing for a backward pass, so no policy matters there.
     remat = REMAT_POLICIES.get(cfg.remat)
-    if remat is not None and remat.backends and jax.default_backend() not in remat.backends:
+    if remat is not None and not remat.runs_on(jax.default_backend()):
       raise ValueError(f"model.remat={cfg.remat!r} needs a {' or '.join(remat.backends)} "
                        f"backend, not {jax.default_backend()!r}")
 

@@ -185,7 +185,7 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
   budget = cfg.memory_budget_gib or device_memory_gib(jax.local_devices()[0])
   tried = []
   for name, remat in model_lib.REMAT_POLICIES.items():
-    if remat.backends and jax.default_backend() not in remat.backends:
+    if not remat.runs_on(jax.default_backend()):
       continue
     candidate = dataclasses.replace(model_cfg, remat=name)
     fns = build_functions(cfg, mesh, candidate)
