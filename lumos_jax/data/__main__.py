@@ -85,6 +85,10 @@ FLAGS: dict[str, Flag] = {
         "synthetic": "pixels per latent cell " + _default("patch_px"),
         "tfds": "lumos_synthetic: pixels per latent cell of a new config " + _default("patch_px")},
         {"lower_bound": 1}),
+    "distractors": Flag(flags.DEFINE_integer, None, "D", {
+        "synthetic": "uncaptioned smaller objects per video, occluded by the captioned one (the "
+                     "harder variant of the ablations) " + _default("distractors")},
+        {"lower_bound": 0}),
     "json": Flag(flags.DEFINE_boolean, False, "", {
         "inspect": "print one JSON object: samples, frames {T: count}, resolutions {HxW: count}, "
                    "lengths {min, max, mean, total, histogram}, bad, bad_records, vocab"}),
@@ -166,7 +170,8 @@ def _inspect_run(args: list[str], fv: flags.FlagValues) -> int:
 # ---- synthetic ----------------------------------------------------------------------------------
 
 def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
-  geometry = {k: fv[k].value for k in ("frames", "frame_px", "patch_px") if fv[k].value is not None}
+  geometry = {k: fv[k].value for k in ("frames", "frame_px", "patch_px", "distractors")
+              if fv[k].value is not None}
   try:
     cfg = synthetic.SyntheticConfig(**geometry)
   except ValueError as e:

@@ -41,6 +41,12 @@ class SyntheticConfig:
   frames, fps: frames per video and the fps written in the sequence (duration = frames // fps).
   sizes: shape widths in cells (odd, a cell is patch_px // 2 pixels): 5 and 7 cells = 10 and 14 px.
   speeds: speeds in pixels per frame; only (size, speed) pairs whose path fits the frame are drawn.
+  distractors: uncaptioned objects per video (the harder variant of issue 16): each a shape of
+    `distractor_size` cells (smaller than every captioned size, so the captioned object stays the
+    frame's dominant colour) in another colour, moving its own way at its own speed, drawn first,
+    so the captioned object occludes it. Where two colours share a tokenizer patch the patch keeps
+    its more frequent one: such videos are no longer exact round trips (`evaluate`'s "dataset
+    videos" row is the ceiling this leaves).
   """
   frame_px: int = 32
   patch_px: int = 4
@@ -51,6 +57,8 @@ class SyntheticConfig:
   directions: tuple[str, ...] = tuple(DIRECTIONS)
   sizes: tuple[int, ...] = (5, 7)
   speeds: tuple[int, ...] = (1, 2, 3)
+  distractors: int = 0
+  distractor_size: int = 3
 
   def __post_init__(self):
     if self.patch_px < 2 or self.patch_px % 2 or self.frame_px % self.patch_px:
@@ -64,6 +72,13 @@ class SyntheticConfig:
       raise ValueError(f"frames={self.frames} and fps={self.fps} must be positive")
     if any(s < 1 or s % 2 == 0 for s in self.sizes) or any(v < 1 for v in self.speeds):
       raise ValueError(f"sizes {self.sizes} must be odd cell counts and speeds {self.speeds} >= 1")
+    if self.distractors < 0 or self.distractors >= len(self.colours):
+      raise ValueError(f"distractors={self.distractors}: need 0 <= distractors < "
+                       f"{len(self.colours)} (each takes a colour the caption does not)")
+    if self.distractors and not (self.distractor_size % 2 and
+                                 1 <= self.distractor_size < min(self.sizes)):
+      raise ValueError(f"distractor_size={self.distractor_size} must be odd and below the "
+                       f"captioned sizes {self.sizes}")
     if not self.motions:
       raise ValueError(f"no (size, speed) in {self.sizes} x {self.speeds} fits {self.frames} "
                        f"frames of {self.frame_px} px (size * {self.cell_px} + speed * (frames - 1)"
@@ -85,7 +100,11 @@ class SyntheticConfig:
   @property
   def motions(self) -> list[tuple[int, int]]:
     """(size in cells, speed in px/frame) pairs whose whole path fits inside the frame."""
-    return [(s, v) for s in self.sizes for v in self.speeds
+    return self.motions_of(self.sizes)
+
+  def motions_of(self, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(size, speed) pairs of the given sizes (in cells) whose whole path fits inside the frame."""
+    return [(s, v) for s in sizes for v in self.speeds
             if s * self.cell_px + v * (self.frames - 1) <= self.frame_px]
 
 
@@ -128,29 +147,51 @@ def shape_cells(shape: str, di: np.ndarray, dj: np.ndarray, h: int) -> np.ndarra
   raise ValueError(f"unknown shape {shape!r}")
 
 
+def _path(rng, cfg: SyntheticConfig, size: int, speed: int, direction: str) -> np.ndarray:
+  """float [T, 2] centres (y, x) in px: a straight line at `speed` from a random cell centre such
+  that a shape `size` cells wide stays wholly inside every frame."""
+  c = cfg.cell_px
+  half, travel = size * c / 2, speed * (cfg.frames - 1)
+  cell_centres = (np.arange(cfg.frame_px // c) + 0.5) * c
+  start = []
+  for d in DIRECTIONS[direction]:
+    lo, hi = half + max(0, -d * travel), cfg.frame_px - half - max(0, d * travel)
+    start.append(rng.choice(cell_centres[(cell_centres >= lo) & (cell_centres <= hi)]))
+  step = speed * np.asarray(DIRECTIONS[direction])
+  return np.asarray(start) + np.arange(cfg.frames)[:, None] * step
+
+
+def _draw(video: np.ndarray, cfg: SyntheticConfig, shape: str, size: int, centres: np.ndarray,
+          colour: str) -> None:
+  """Paints the shape (`size` cells wide) centred on the cells holding `centres` into `video`."""
+  c, n_cells = cfg.cell_px, cfg.frame_px // cfg.cell_px
+  cell = np.floor(centres / c).astype(np.int64)  # [T, 2] cell holding each centre
+  rows = np.arange(n_cells)
+  inside = shape_cells(shape, rows[None, :, None] - cell[:, 0, None, None],
+                       rows[None, None, :] - cell[:, 1, None, None], (size - 1) // 2)
+  video[inside.repeat(c, axis=1).repeat(c, axis=2)] = COLOURS[colour]
+
+
 def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) -> Sample:
-  """Sample `index` of the dataset `seed`: the same (seed, index, cfg) always gives the same one."""
+  """Sample `index` of the dataset `seed`: the same (seed, index, cfg) always gives the same one.
+  (With `distractors=0` the draws, and so every video, are those of the original generator.)"""
   rng = np.random.default_rng((seed, index))
   shape = cfg.shapes[rng.integers(len(cfg.shapes))]
   colour = cfg.colours[rng.integers(len(cfg.colours))]
   direction = cfg.directions[rng.integers(len(cfg.directions))]
   size, speed = cfg.motions[rng.integers(len(cfg.motions))]
-  c, n_cells, t = cfg.cell_px, cfg.frame_px // cfg.patch_px * 2, cfg.frames
-  half, travel = size * c / 2, speed * (t - 1)
-  cell_centres = (np.arange(n_cells) + 0.5) * c
-  start = []
-  for d in DIRECTIONS[direction]:  # start on a cell centre such that every frame fits
-    lo, hi = half + max(0, -d * travel), cfg.frame_px - half - max(0, d * travel)
-    start.append(rng.choice(cell_centres[(cell_centres >= lo) & (cell_centres <= hi)]))
-  centres = np.asarray(start) + np.arange(t)[:, None] * speed * np.asarray(DIRECTIONS[direction])
-  cell = np.floor(centres / c).astype(np.int64)  # [T, 2] cell holding each centre
-  rows = np.arange(n_cells)
-  inside = shape_cells(shape, rows[None, :, None] - cell[:, 0, None, None],
-                   rows[None, None, :] - cell[:, 1, None, None], (size - 1) // 2)
-  inside = inside.repeat(c, axis=1).repeat(c, axis=2)  # [T, H, W]
-  video = np.where(inside[..., None], np.uint8(COLOURS[colour]), PALETTE[0]).astype(np.uint8)
+  centres = _path(rng, cfg, size, speed, direction)
+  video = np.broadcast_to(PALETTE[0], (cfg.frames, cfg.frame_px, cfg.frame_px, 3)).copy()
+  others = [k for k in cfg.colours if k != colour]
+  for k in rng.permutation(len(others))[:cfg.distractors]:
+    d_motions = cfg.motions_of((cfg.distractor_size,))
+    d_size, d_speed = d_motions[rng.integers(len(d_motions))]
+    d_dir = tuple(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
+    _draw(video, cfg, SHAPES[rng.integers(len(SHAPES))], d_size, _path(rng, cfg, d_size, d_speed,
+                                                                       d_dir), others[k])
+  _draw(video, cfg, shape, size, centres, colour)  # last: the captioned object is on top
   return Sample(video=video, caption=f"a {colour} {shape} moves {direction}", shape=shape,
-                colour=colour, direction=direction, speed=int(speed), size=int(size * c),
+                colour=colour, direction=direction, speed=int(speed), size=int(size * cfg.cell_px),
                 centres=centres.astype(np.float32))
 
 
@@ -232,4 +273,11 @@ def write(out_dir, count: int, seed: int, cfg: SyntheticConfig = SyntheticConfig
 
 def config_of_run(run_cfg) -> SyntheticConfig:
   """The video geometry of a training run on this dataset (its frame count is data.max_frames)."""
-  return SyntheticConfig(frames=run_cfg.data.max_frames)
+  return SyntheticConfig(frames=run_cfg.data.max_frames,
+                         distractors=run_cfg.data.get("synthetic_distractors", 0))
+
+
+def written_config(run_cfg) -> SyntheticConfig:
+  """The generator settings a training run writes its dataset with (all frames of the default
+  geometry; the pipeline cuts them to data.max_frames)."""
+  return SyntheticConfig(distractors=run_cfg.data.get("synthetic_distractors", 0))

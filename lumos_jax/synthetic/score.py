@@ -139,15 +139,36 @@ def direction_of(v: np.ndarray) -> str | None:
   return next(d for d, step in dataset.DIRECTIONS.items() if step[axis] == sign)
 
 
-def trajectory_error(centres: np.ndarray, direction: str) -> float:
-  """RMS px distance of centres from the best constant-velocity line along `direction`'s axis."""
+def path_offsets(centres: np.ndarray, direction: str) -> np.ndarray:
+  """float [T] px distance of each centre from the best constant-velocity line along
+  `direction`'s axis (least-squares fit of the along-axis position over time; across the axis,
+  the mean position); NaN for frames without a detection and for all with fewer than 3."""
   t = np.flatnonzero(~np.isnan(centres[:, 0]))
+  out = np.full(len(centres), math.nan)
   if len(t) < 3:
-    return math.nan
+    return out
   axis = 0 if dataset.DIRECTIONS[direction][0] else 1
   along, across = centres[t, axis], centres[t, 1 - axis]
   fit = np.polyval(np.polyfit(t, along, 1), t)
-  return float(np.sqrt(np.mean((along - fit) ** 2 + (across - across.mean()) ** 2)))
+  out[t] = np.sqrt((along - fit) ** 2 + (across - across.mean()) ** 2)
+  return out
+
+
+def trajectory_error(centres: np.ndarray, direction: str) -> float:
+  """RMS px distance of centres from the best constant-velocity line along `direction`'s axis."""
+  offsets = path_offsets(centres, direction)
+  return math.nan if np.isnan(offsets).all() else float(np.sqrt(np.nanmean(offsets ** 2)))
+
+
+def per_frame(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
+  """What `score` averages, frame by frame: {"shape_acc", "color_acc": float [T] 0/1,
+  "path_offset_px": float [T] (`path_offsets`, NaN where undetected)}, for adherence by frame
+  index (the ablations: does quality collapse after the first frame?)."""
+  truth = dataset.parse_caption(caption)
+  dets = detect(video, cfg)
+  return {"shape_acc": np.array([d.shape == truth["shape"] for d in dets], np.float64),
+          "color_acc": np.array([d.colour == truth["colour"] for d in dets], np.float64),
+          "path_offset_px": path_offsets(np.stack([d.centre for d in dets]), truth["direction"])}
 
 
 def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:

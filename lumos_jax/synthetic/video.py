@@ -1,6 +1,6 @@
 """Writes an animated GIF of synthetic samples as the model sees them (decoded from their codes).
 
-  python -m lumos_jax.synthetic.video OUT.gif [--seed=0] [--count=6] [--scale=4]
+  python -m lumos_jax.synthetic.video OUT.gif [--seed=0] [--count=6] [--scale=4] [--distractors=0]
 
 One sample per row, its caption written beside it; the captions are also printed.
 """
@@ -76,6 +76,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.DEFINE_integer("count", 6, "samples 0..count-1, one per row", lower_bound=1,
                        flag_values=fv)
   flags.DEFINE_integer("scale", 4, "pixel upscaling for viewing", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("distractors", 0, "uncaptioned objects per video (the harder variant of "
+                       "the ablations)", lower_bound=0, flag_values=fv)
 
 
 def command(f, args: Sequence[str]) -> int:
@@ -88,7 +90,7 @@ def command(f, args: Sequence[str]) -> int:
     raise app.UsageError(f"give one output path, OUT.gif (got {len(args)} arguments: "
                          f"{list(args)})")
   out = args[0]
-  cfg = dataset.SyntheticConfig()
+  cfg = dataset.SyntheticConfig(distractors=f.distractors)
   frames, captions = sheet(f.seed, f.count, f.scale, cfg)
   iio.imwrite(out, frames, extension=".gif", duration=1000 / cfg.fps, loop=0)
   print(f"wrote {out} ({frames.shape[2]}x{frames.shape[1]}, {len(frames)} frames), "

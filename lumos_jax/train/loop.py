@@ -33,7 +33,7 @@ def data_sources(cfg, workdir: epath.Path, vocab):
                                ("eval", d.synthetic_eval_count, d.synthetic_seed + 1)):
       path = workdir / "data" / split
       if jax.process_index() == 0 and not (path / records.METADATA).exists():
-        synthetic.write(path, count, seed)
+        synthetic.write(path, count, seed, synthetic.written_config(cfg))
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("synthetic data written")
