@@ -67,6 +67,29 @@ def test_smoke_sweep_trains_summarizes_and_then_skips(tmp_path):
     assert f"run {i}/2 {n}: finished earlier, skipped" in second.stdout
   assert "training" not in second.stdout
   assert [(root / n / "metrics.jsonl").read_text() for n in NAMES] == metrics
+  _ablation_report_of(root, tmp_path / "docs" / "ablations.md")
+
+
+def _ablation_report_of(root, out):
+  """The ablations command on the smoke sweep's finished runs (training skipped; they are the
+  MM-RoPE / tube cell and one 1-D RoPE run): it samples and scores them, the mm run at each
+  rho_inf, and writes a report whose verdicts, with one seed per cell, are all inconclusive."""
+  run = subprocess.run([sys.executable, "-m", "lumos_jax.synthetic.ablations",
+                        f"--workdir={root}", f"--sweep={SMOKE}", "--n=2", f"--out={out}"],
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  assert "finished earlier, skipped" in run.stdout and "evaluation 4/4" in run.stderr
+  results = json.loads((root / "ablations.json").read_text())
+  evals = {r["name"]: r["evals"] for r in results["runs"]}
+  assert sorted(evals[NAMES[0]]) == ["0", "0.3", "0.7"] and sorted(evals[NAMES[1]]) == ["0.7"]
+  for ev in evals[NAMES[0]].values():  # the per-frame scores average to the video scores
+    assert len(ev["frames"]["color_acc"]) == 2 and ev["wall_s"] > 0
+    assert sum(ev["frames"]["color_acc"]) / 2 == pytest.approx(ev["color_acc"])
+  text = out.read_text()
+  for claim in ("1. MM-RoPE", "2. tube masking", "3. rho_inf at inference"):
+    assert f"| {claim} | inconclusive |" in text
+  assert (out.parent / "ablations" / "claim3_adherence_by_frame.png").exists()
 
 
 def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
