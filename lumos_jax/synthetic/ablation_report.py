@@ -122,7 +122,6 @@ def table(rows: dict[str, dict], keys: Sequence[str]) -> str:
       str(estimate(column(c, k).values())) for k in keys) + " |" for label, c in rows.items()])
 
 
-
 def plot_by_frame(path: epath.Path, title: str, ylabel: str, series: dict[str, dict],
                   key: str) -> None:
   """A PNG of a per-frame metric (`key`: a list per run) against the frame index: per labelled
