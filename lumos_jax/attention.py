@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from lumos_jax import attention_kernels, sharding
+from lumos_jax.attention_kernels import key_range_mask
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: an empty row gives no NaN
 
@@ -52,16 +53,10 @@ def _masked_softmax_attention(q, k, v, allowed):
   return rearrange(out, "b q h g d -> b q (h g) d").astype(q.dtype)
 
 
-def _allowed(k_start, k_end, key_lo: int, key_hi: int):
-  """bool [B, Lq, key_hi - key_lo]: which keys of the window [key_lo, key_hi) each query sees."""
-  key = jnp.arange(key_lo, key_hi, dtype=jnp.int32)
-  return (key >= k_start[..., None]) & (key < k_end[..., None])
-
-
 def dense(q, k, v, k_start, k_end, **unused):
   """Reference: every (q, k) pair, an explicit [B, Lq, Lk] mask."""
   del unused
-  return _masked_softmax_attention(q, k, v, _allowed(k_start, k_end, 0, k.shape[1]))
+  return _masked_softmax_attention(q, k, v, key_range_mask(k_start, k_end, k.shape[1]))
 
 
 def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
@@ -78,7 +73,7 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   # does). Without it they are kept, which a layer rematerialised as a whole wants: its backward
   # reruns the forward anyway, and a block checkpoint inside would recompute attention twice.
   def block(q, k, v, s, e):
-    return _masked_softmax_attention(q, k, v, _allowed(s, e, 0, k.shape[1]))
+    return _masked_softmax_attention(q, k, v, key_range_mask(s, e, k.shape[1]))
   block = jax.checkpoint(block) if remat_blocks else block
   outs = []
   for lo in range(0, lq, block_q):
@@ -93,7 +88,7 @@ def _window_attention(k, v, block):
   """One query block against a key window starting at key 0: `block` = (q [B, block_q, Hq, D],
   k_start, k_end int32 [B, block_q]); k, v [B, window, Hkv, D]. Returns [B, block_q, Hq, D]."""
   q, k_start, k_end = block
-  return _masked_softmax_attention(q, k, v, _allowed(k_start, k_end, 0, k.shape[1]))
+  return _masked_softmax_attention(q, k, v, key_range_mask(k_start, k_end, k.shape[1]))
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,

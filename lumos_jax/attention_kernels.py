@@ -103,6 +103,14 @@ def _cudnn_band(band: Band, q, k, v, k_start, k_end, backend):
   return out.astype(q.dtype)
 
 
+def key_range_mask(k_start, k_end, n_keys: int):
+  """bool [B, Lq, n_keys]: which of keys 0..n_keys-1 each query sees (query i of row b sees keys
+  [k_start[b, i], k_end[b, i])). The one dense form of the key-range contract:
+  the reference attention and every kernel that takes an explicit mask build it here."""
+  key = jnp.arange(n_keys, dtype=jnp.int32)
+  return (key >= k_start[..., None]) & (key < k_end[..., None])
+
+
 def _cudnn_masked_band(q, k, v, k_start, k_end, backend):
   """A band with an explicit [B, 1, Lq, keys] mask. cuDNN takes a mask as a bias and refuses a
   biased training call on an odd query or key length (seen on an H200: "Unsupported sequence
@@ -114,8 +122,7 @@ def _cudnn_masked_band(q, k, v, k_start, k_end, backend):
                                       constant_values=value)
   q, k, v = pad(q, pad_q), pad(k, pad_k), pad(v, pad_k)
   k_start, k_end = pad(k_start, pad_q), pad(k_end, pad_q, 1)
-  key = jnp.arange(lk + pad_k, dtype=jnp.int32)
-  mask = (key >= k_start[..., None]) & (key < k_end[..., None])  # [B, Lq, keys]
+  mask = key_range_mask(k_start, k_end, lk + pad_k)  # [B, Lq, keys]
   out = jax.nn.dot_product_attention(q, k, v, implementation=backend, mask=mask[:, None])
   return out[:, :lq].astype(q.dtype)
 
