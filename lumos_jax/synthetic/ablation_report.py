@@ -7,7 +7,10 @@ with a Student-t 95% interval (n = 3 seeds: mean +- 4.30 x standard error). A di
 two cells is Welch's interval (different models: claims 1 and 2) or the interval of the per-seed
 differences (the same models sampled two ways: claim 3). Verdict: "reproduced" when the interval
 of the claimed difference lies wholly on the claimed side of 0, "not reproduced" when it lies
-wholly on the other side, otherwise "inconclusive".
+wholly on the other side, otherwise "inconclusive". A comparison of generations is also
+"inconclusive" unless at least one of its cells adheres to the captions above chance (its interval
+wholly above what uniform guessing scores): below that the models do not draw what they are asked
+for, and which of two such models is less wrong says nothing about the claim.
 """
 from __future__ import annotations
 
@@ -123,9 +126,9 @@ def table(rows: dict[str, dict], keys: Sequence[str]) -> str:
 
 
 def plot_by_frame(path: epath.Path, title: str, ylabel: str, series: dict[str, dict],
-                  key: str) -> None:
+                  key: str, chance: float | None = None) -> None:
   """A PNG of a per-frame metric (`key`: a list per run) against the frame index: per labelled
-  cell the mean over seeds with its 95% interval as error bars."""
+  cell the mean over seeds with its 95% interval as error bars; `chance` as a dashed line."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
@@ -139,6 +142,9 @@ def plot_by_frame(path: epath.Path, title: str, ylabel: str, series: dict[str, d
     x = np.arange(len(est)) + (i - (len(series) - 1) / 2) * 0.06  # side by side, not on top
     ax.errorbar(x, [e.mean for e in est], yerr=[0 if math.isnan(e.half) else e.half for e in est],
                 marker="o", capsize=3, label=label)
+    plotted = True
+  if chance is not None and not math.isnan(chance):
+    ax.axhline(chance, color="grey", linestyle="--", label="chance")
     plotted = True
   ax.set(title=title, xlabel="frame index", ylabel=ylabel)
   ax.grid(alpha=0.3)
@@ -160,11 +166,37 @@ REASONS = {"reproduced": "interval wholly on the claimed side",
            "inconclusive": "interval includes 0, or too few runs"}
 
 
-def _difference_line(name: str, diff: Estimate, claimed: str) -> tuple[str, str]:
-  """(a sentence giving the difference, its interval and verdict; the verdict)."""
+def _difference_line(name: str, diff: Estimate, claimed: str,
+                     floor: tuple[list[dict], str, float] | None = None) -> tuple[str, str]:
+  """(a sentence giving the difference, its interval and verdict; the verdict). `floor`:
+  (cells, metric, chance level) of a comparison of generations, which decides nothing unless
+  some cell's interval of that metric lies wholly above chance: models that do not follow their
+  captions cannot show that one way of training or sampling follows them better."""
   v = verdict(diff, claimed)
   side = "above" if claimed == "positive" else "below"
-  return f"{name}: {diff} (claimed {side} 0; {REASONS[v]}) -> **{v}**", v
+  reason = REASONS[v]
+  if floor and not any(_above(c, floor[1], floor[2]) for c in floor[0]):
+    v, reason = "inconclusive", (f"no cell's {floor[1]} lies above chance ({floor[2]:.3f}): "
+                                 "the models do not follow the captions yet")
+  return f"{name}: {diff} (claimed {side} 0; {reason}) -> **{v}**", v
+
+
+def _above(c: dict, key: str, level: float) -> bool:
+  """Whether a cell's 95% interval of `key` lies wholly above `level`."""
+  e = estimate(column(c, key).values())
+  return not math.isnan(e.half) and e.mean - e.half > level
+
+
+def chance_levels(results: dict) -> dict:
+  """{"adherence", "frame_adherence"}: what uniform guessing over the dataset's shapes, colours
+  and directions scores (NaN before any evaluation)."""
+  chance = next((e["chance"] for r in results["runs"] for e in r["evals"].values()
+                 if "chance" in e), None)
+  if chance is None:
+    return {"adherence": math.nan, "frame_adherence": math.nan}
+  return {"adherence": float(np.mean([chance["shape_acc"], chance["color_acc"],
+                                      chance["direction_acc"]])),
+          "frame_adherence": (chance["shape_acc"] + chance["color_acc"]) / 2}
 
 
 def _overall(verdicts: list[str]) -> str:
@@ -178,8 +210,9 @@ def claim_rope(results: dict, figs: epath.Path) -> tuple[str, str]:
   """Claim 1: MM-RoPE's eval loss below 1-D and naive 3-D RoPE's (tube masking)."""
   cells = {f"`{r}`": cell(results, r, "tube") for r in ("mm", "3d", "1d")}
   plot_by_frame(figs / "claim1_loss_by_frame.png", "Claim 1: eval loss by frame (tube masking)",
-                "eval loss", {k: per_frame_losses(results, k.strip("`"), "tube") for k in cells},
-                "frame_loss")
+                "eval loss", {k.strip("`"): per_frame_losses(results, k.strip("`"), "tube")
+                              for k in cells}, "frame_loss")
+  chance = chance_levels(results)
   lines, verdicts = [], []
   for other in ("1d", "3d"):
     line, v = _difference_line(f"eval loss, `mm` - `{other}`", welch(
@@ -190,7 +223,8 @@ def claim_rope(results: dict, figs: epath.Path) -> tuple[str, str]:
   for other in ("1d", "3d"):  # generations: reported, not part of the verdict
     line, _ = _difference_line(f"caption adherence (informative), `mm` - `{other}`", welch(
         column(cells["`mm`"], "adherence").values(),
-        column(cells[f"`{other}`"], "adherence").values()), "positive")
+        column(cells[f"`{other}`"], "adherence").values()), "positive",
+        ([cells["`mm`"], cells[f"`{other}`"]], "adherence", chance["adherence"]))
     lines.append(f"- {line}")
   text = "\n".join([
       "## Claim 1: MM-RoPE beats 1-D RoPE and naive 3-D RoPE", "",
@@ -208,8 +242,10 @@ def claim_masking(results: dict, figs: epath.Path) -> tuple[str, str]:
   plot_by_frame(figs / "claim2_loss_by_frame.png", "Claim 2: eval loss by frame (each run's "
                 "own masking)", "eval loss", {k: per_frame_losses(results, "mm", k)
                                              for k in cells}, "frame_loss")
+  chance = chance_levels(results)
   plot_by_frame(figs / "claim2_adherence_by_frame.png", "Claim 2: adherence by frame "
-                "(rho_inf 0.7)", "(shape + colour accuracy) / 2", cells, "frame_adherence")
+                "(rho_inf 0.7)", "(shape + colour accuracy) / 2", cells, "frame_adherence",
+                chance["frame_adherence"])
   imbalance, v1 = _difference_line(
       "later/first frame loss ratio, random - tube", welch(
           column(cells["random"], "loss_later_over_first").values(),
@@ -217,7 +253,7 @@ def claim_masking(results: dict, figs: epath.Path) -> tuple[str, str]:
   generations, v2 = _difference_line(
       "caption adherence, tube - random", welch(column(cells["tube"], "adherence").values(),
                                                 column(cells["random"], "adherence").values()),
-      "positive")
+      "positive", (list(cells.values()), "adherence", chance["adherence"]))
   text = "\n".join([
       "## Claim 2: random masking makes later frames too easy; tube masking fixes it", "",
       "MM-RoPE; each run's eval loss under its own training masks (the imbalance the paper "
@@ -236,13 +272,15 @@ def claim_history(results: dict, figs: epath.Path) -> tuple[str, str]:
   """Claim 3: masking finished frames at inference (rho_inf 0.7) avoids the quality collapse
   after the first frame (the same MM-RoPE / tube models, sampled at each rho_inf)."""
   cells = {f"rho_inf {rho}": cell(results, "mm", "tube", rho) for rho in ("0", "0.3", "0.7")}
+  chance = chance_levels(results)["frame_adherence"]
   plot_by_frame(figs / "claim3_adherence_by_frame.png", "Claim 3: adherence by frame",
-                "(shape + colour accuracy) / 2", cells, "frame_adherence")
+                "(shape + colour accuracy) / 2", cells, "frame_adherence", chance)
   key = "later_frames_adherence"
+  floor = (list(cells.values()), key, chance)
   main, v = _difference_line(f"{key}, rho_inf 0.7 - 0 (paired by seed)", paired(
-      column(cells["rho_inf 0.7"], key), column(cells["rho_inf 0"], key)), "positive")
+      column(cells["rho_inf 0.7"], key), column(cells["rho_inf 0"], key)), "positive", floor)
   side, _ = _difference_line(f"{key}, rho_inf 0.3 - 0 (paired by seed, informative)", paired(
-      column(cells["rho_inf 0.3"], key), column(cells["rho_inf 0"], key)), "positive")
+      column(cells["rho_inf 0.3"], key), column(cells["rho_inf 0"], key)), "positive", floor)
   text = "\n".join([
       "## Claim 3: partially masked history at inference avoids a collapse after frame 0", "",
       "The MM-RoPE / tube runs, each sampled at rho_inf 0, 0.3 and 0.7 (the same captions and "
@@ -288,7 +326,10 @@ def _header(results: dict) -> list[str]:
       "Statistics: one training run (seed) is one sample; cells give mean ± 95% t interval over "
       "their seeds (with 3 seeds, 4.30 standard errors: only large effects are distinguishable)."
       " Verdict: reproduced when the interval of the claimed difference lies wholly on the "
-      "claimed side of 0, not reproduced when wholly on the other side, else inconclusive.", "",
+      "claimed side of 0, not reproduced when wholly on the other side, else inconclusive; a "
+      "comparison of generations is inconclusive too unless some cell's adherence interval lies "
+      "wholly above chance (models that do not follow their captions cannot show which way "
+      "follows them better).", "",
       *([f"**Missing (not finished): {', '.join(missing)}.**", ""] if missing else [])]
 
 

@@ -103,7 +103,7 @@ def collect(root: epath.Path, runs: list) -> dict:
       if (folder / "wall.json").exists():
         scores = json.loads((folder / "scores.json").read_text())
         evals[f"{rho:g}"] = {**{k: v for k, v in scores.items() if not isinstance(v, (dict, list))},
-                             "frames": frame_scores(folder, run.cfg),
+                             "chance": scores["chance"], "frames": frame_scores(folder, run.cfg),
                              "wall_s": json.loads((folder / "wall.json").read_text())["wall_s"]}
     frames = sorted((k for k in row if k.startswith("eval_loss_frame")),
                     key=lambda k: int(k.removeprefix("eval_loss_frame")))

@@ -9,6 +9,7 @@ from etils import epath
 from lumos_jax.synthetic import ablation_report as rep, dataset as synthetic, score as ss
 
 HARD = synthetic.SyntheticConfig(distractors=1)
+CHANCE = {"shape_acc": 0.25, "color_acc": 0.125, "direction_acc": 0.25}
 
 
 def test_distractor_variant_is_deterministic_and_occluded_by_the_captioned_object():
@@ -73,7 +74,7 @@ def _run(rope, mask, seed, loss, frame0, rng, rhos=("0.7",), adherence=None):
   for rho in rhos:
     a = (adherence or {}).get(rho, 0.5) + 0.01 * rng.standard_normal()
     evals[rho] = {"shape_acc": a, "color_acc": a, "direction_acc": a, "temporal_consistency": a,
-                  "trajectory_error_px": 1.0, "wall_s": 60.0,
+                  "trajectory_error_px": 1.0, "wall_s": 60.0, "chance": CHANCE,
                   "frames": {"shape_acc": [0.9] + [a] * 7, "color_acc": [0.9] + [a] * 7,
                              "path_offset_px": [0.5] * 8}}
   return {"name": f"{rope}-{mask}-{seed}", "rope": rope, "mask": mask, "seed": seed,
@@ -106,5 +107,17 @@ def test_report_gives_each_claim_its_verdict(tmp_path):
   for png in ("claim1_loss_by_frame", "claim2_loss_by_frame", "claim2_adherence_by_frame",
               "claim3_adherence_by_frame"):
     assert (out.parent / "ablations" / f"{png}.png").stat().length > 1000
+  assert "frames 1 and later" in text and "the models do not follow" not in text
+  # the same results with every adherence below chance: generations decide nothing
+  for r in runs:
+    for ev in r["evals"].values():
+      for k in ("shape_acc", "color_acc", "direction_acc"):
+        ev[k] /= 10
+      ev["frames"] = {k: [x / 10 for x in v] for k, v in ev["frames"].items()}
+  rep.write(results, out)
+  text = out.read_text()
+  assert "| 3. rho_inf at inference | inconclusive |" in text
+  assert "no cell's later_frames_adherence lies above chance (0.188)" in text
+  assert "| 1. MM-RoPE | reproduced |" in text  # the loss-based verdict stands
   runs[0]["status"] = "failed"
   assert not rep.write(results, out) and "Missing (not finished): 1d-tube-0" in out.read_text()
