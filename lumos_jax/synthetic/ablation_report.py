@@ -330,12 +330,14 @@ def _header(results: dict) -> list[str]:
       "comparison of generations is inconclusive too unless some cell's adherence interval lies "
       "wholly above chance (models that do not follow their captions cannot show which way "
       "follows them better).", "",
-      *([f"**Missing (not finished): {', '.join(missing)}.**", ""] if missing else [])]
+      *([f"**Missing (not finished): {', '.join(missing)}.**", ""] if missing else []),
+      *([f"**Missing evaluations: {', '.join(results['missing_evaluations'])}.**", ""]
+        if results.get("missing_evaluations") else [])]
 
 
 def write(results: dict, out: epath.Path) -> bool:
   """Writes the report `out` and its plots (out's folder / ablations/); True when every run
-  finished and was evaluated at each of its settings."""
+  finished and was evaluated at each of its settings (`missing_evaluations` empty)."""
   figs = out.parent / "ablations"
   figs.mkdir(parents=True, exist_ok=True)
   sections = {"1. MM-RoPE": claim_rope, "2. tube masking": claim_masking,
@@ -347,5 +349,5 @@ def write(results: dict, out: epath.Path) -> bool:
   summary = ["| claim | verdict |", "|---|---|",
              *[f"| {name} | {v} |" for name, v in verdicts.items()], ""]
   out.write_text("\n".join(_header(results) + summary + ["\n\n".join(texts), ""]))
-  runs = results["runs"]
-  return all(r["status"] == "finished" for r in runs) and all(r["evals"] for r in runs)
+  return (all(r["status"] == "finished" for r in results["runs"])
+          and not results.get("missing_evaluations"))

@@ -55,16 +55,22 @@ def _done(root: epath.Path, run, rho: float, n: int) -> bool:
 
 
 def evaluate_runs(root: epath.Path, runs: list, n: int, log=sys.stderr) -> None:
-  """Stage 2: samples and scores each finished run at each of its rhos (skips those done)."""
+  """Stage 2: samples and scores each finished run at each of its rhos (skips those done). An
+  evaluation that fails is reported and left out (the report lists it as missing)."""
   from lumos_jax.synthetic import evaluate
   todo = [(run, rho) for run in runs for rho in rhos_of(run) if not _done(root, run, rho, n)]
   t0 = time.monotonic()
   for i, (run, rho) in enumerate(todo):
     print(f"evaluation {i + 1}/{len(todo)}: {run.name} at rho_inf {rho:g}", file=log, flush=True)
     start = time.monotonic()
-    evaluate.run(str(root / run.name), n, SAMPLING["steps"], SAMPLING["cfg_scale"],
-                 SAMPLING["seed"], str(eval_dir(root, run, rho)), top_k=SAMPLING["top_k"],
-                 history_mask=rho, log=log)
+    try:
+      evaluate.run(str(root / run.name), n, SAMPLING["steps"], SAMPLING["cfg_scale"],
+                   SAMPLING["seed"], str(eval_dir(root, run, rho)), top_k=SAMPLING["top_k"],
+                   history_mask=rho, log=log)
+    except Exception as e:  # one broken run must not cost the other evaluations
+      print(f"evaluation {i + 1}/{len(todo)} FAILED ({run.name} at rho_inf {rho:g}): "
+            f"{type(e).__name__}: {e}", file=log, flush=True)
+      continue
     (eval_dir(root, run, rho) / "wall.json").write_text(
         json.dumps({"wall_s": round(time.monotonic() - start, 1)}))
     per = (time.monotonic() - t0) / (i + 1)
@@ -111,7 +117,10 @@ def collect(root: epath.Path, runs: list) -> dict:
                 "seed": run.cfg.seed, "status": row["status"], "steps": run.cfg.steps,
                 "eval_loss": row.get("eval_loss"), "eval_loss_frames": [row[k] for k in frames],
                 "train_wall_s": row.get("wall_s"), "evals": evals})
-  return {"runs": out, "setup": setup_of(runs[0].cfg) if runs else {}}
+  missing = [f"{r['name']} at rho_inf {rho:g}" for run, r in zip(runs, out)
+             if r["status"] == "finished" for rho in rhos_of(run) if f"{rho:g}" not in r["evals"]]
+  return {"runs": out, "missing_evaluations": missing,
+          "setup": setup_of(runs[0].cfg) if runs else {}}
 
 
 def setup_of(cfg) -> dict:

@@ -119,5 +119,43 @@ def test_report_gives_each_claim_its_verdict(tmp_path):
   assert "| 3. rho_inf at inference | inconclusive |" in text
   assert "no cell's later_frames_adherence lies above chance (0.188)" in text
   assert "| 1. MM-RoPE | reproduced |" in text  # the loss-based verdict stands
+  results["missing_evaluations"] = ["mm-tube-1 at rho_inf 0.3"]
+  assert not rep.write(results, out)
+  assert "Missing evaluations: mm-tube-1 at rho_inf 0.3." in out.read_text()
+  results["missing_evaluations"] = []
   runs[0]["status"] = "failed"
   assert not rep.write(results, out) and "Missing (not finished): 1d-tube-0" in out.read_text()
+
+
+def test_a_failing_evaluation_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
+  import io
+  import json
+  import types
+
+  from lumos_jax.synthetic import ablations, evaluate
+  cfg = types.SimpleNamespace(model=types.SimpleNamespace(rope_variant="mm"),
+                              data=types.SimpleNamespace(mask=types.SimpleNamespace(kind="tube")))
+  run = types.SimpleNamespace(name="r", cfg=cfg)  # the claim-3 cell: evaluated at three rhos
+  calls = []
+
+  def fake_run(workdir, n, *args, out, history_mask, **kw):
+    calls.append(history_mask)
+    if history_mask == 0.3:
+      raise RuntimeError("checkpoint unreadable")
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
+    (epath.Path(out) / "scores.json").write_text(json.dumps({"settings": {"n": n}}))
+
+  monkeypatch.setattr(evaluate, "run", lambda workdir, n, steps, scale, seed, out, **kw:
+                      fake_run(workdir, n, out=out, **kw))
+  log = io.StringIO()
+  ablations.evaluate_runs(epath.Path(tmp_path), [run], 4, log=log)
+  assert calls == [0.0, 0.3, 0.7]
+  assert "FAILED (r at rho_inf 0.3): RuntimeError: checkpoint unreadable" in log.getvalue()
+  assert [ablations._done(epath.Path(tmp_path), run, rho, 4) for rho in ablations.RHOS] == [
+      True, False, True]
+  calls.clear()  # a rerun retries only the failed one; another n redoes all
+  ablations.evaluate_runs(epath.Path(tmp_path), [run], 4, log=log)
+  assert calls == [0.3]
+  calls.clear()
+  ablations.evaluate_runs(epath.Path(tmp_path), [run], 8, log=log)
+  assert calls == [0.0, 0.3, 0.7]
