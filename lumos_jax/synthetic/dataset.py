@@ -41,7 +41,7 @@ class SyntheticConfig:
   frames, fps: frames per video and the fps written in the sequence (duration = frames // fps).
   sizes: shape widths in cells (odd, a cell is patch_px // 2 pixels): 5 and 7 cells = 10 and 14 px.
   speeds: speeds in pixels per frame; only (size, speed) pairs whose path fits the frame are drawn.
-  distractors: uncaptioned objects per video (the harder variant of issue 16): each a shape of
+  distractors: uncaptioned objects per video (the harder variant the ablations use): each a shape of
     `distractor_size` cells (smaller than every captioned size, so the captioned object stays the
     frame's dominant colour) in another colour, moving its own way at its own speed, drawn first,
     so the captioned object occludes it. Where two colours share a tokenizer patch the patch keeps
@@ -183,8 +183,8 @@ def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) ->
   centres = _path(rng, cfg, size, speed, direction)
   video = np.broadcast_to(PALETTE[0], (cfg.frames, cfg.frame_px, cfg.frame_px, 3)).copy()
   others = [k for k in cfg.colours if k != colour]
-  for k in rng.permutation(len(others))[:cfg.distractors]:
-    d_motions = cfg.motions_of((cfg.distractor_size,))
+  d_motions = cfg.motions_of((cfg.distractor_size,))
+  for k in rng.permutation(len(others))[:cfg.distractors]:  # any shape, any way: never captioned
     d_size, d_speed = d_motions[rng.integers(len(d_motions))]
     d_dir = tuple(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
     _draw(video, cfg, SHAPES[rng.integers(len(SHAPES))], d_size, _path(rng, cfg, d_size, d_speed,
