@@ -103,7 +103,7 @@ def run_metrics(run: dict, rho: str) -> dict:
     per_frame = [_mean([s, c]) for s, c in zip(ev["frames"]["shape_acc"],
                                                 ev["frames"]["color_acc"])]
     out.update(first_frame_adherence=per_frame[0], later_frames_adherence=_mean(per_frame[1:]),
-               frame_adherence=per_frame)
+               frame_adherence=per_frame, frame_path_offset=ev["frames"]["path_offset_px"])
   return out
 
 
@@ -275,6 +275,8 @@ def claim_history(results: dict, figs: epath.Path) -> tuple[str, str]:
   chance = chance_levels(results)["frame_adherence"]
   plot_by_frame(figs / "claim3_adherence_by_frame.png", "Claim 3: adherence by frame",
                 "(shape + colour accuracy) / 2", cells, "frame_adherence", chance)
+  plot_by_frame(figs / "claim3_path_offset_by_frame.png", "Claim 3: trajectory error by frame",
+                "px from the best straight path", cells, "frame_path_offset")
   key = "later_frames_adherence"
   floor = (list(cells.values()), key, chance)
   main, v = _difference_line(f"{key}, rho_inf 0.7 - 0 (paired by seed)", paired(
@@ -287,7 +289,8 @@ def claim_history(results: dict, figs: epath.Path) -> tuple[str, str]:
       "sampling seeds). Verdict on the adherence of frames 1 and later ((shape + colour "
       "accuracy) / 2 per frame): higher at 0.7 than at 0.", "",
       table(cells, ("first_frame_adherence", key, *GEN_KEYS)), "", f"- {main}", f"- {side}", "",
-      "![adherence by frame](ablations/claim3_adherence_by_frame.png)"])
+      "![adherence by frame](ablations/claim3_adherence_by_frame.png)",
+      "![trajectory error by frame](ablations/claim3_path_offset_by_frame.png)"])
   return text, v
 
 

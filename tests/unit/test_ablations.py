@@ -105,7 +105,7 @@ def test_report_gives_each_claim_its_verdict(tmp_path):
   assert "| 3. rho_inf at inference | not reproduced |" in text
   assert "training 20.0 min (12 runs)" in text
   for png in ("claim1_loss_by_frame", "claim2_loss_by_frame", "claim2_adherence_by_frame",
-              "claim3_adherence_by_frame"):
+              "claim3_adherence_by_frame", "claim3_path_offset_by_frame"):
     assert (out.parent / "ablations" / f"{png}.png").stat().length > 1000
   assert "frames 1 and later" in text and "the models do not follow" not in text
   # the same results with every adherence below chance: generations decide nothing
