@@ -154,36 +154,44 @@ def path_offsets(centres: np.ndarray, direction: str) -> np.ndarray:
   return out
 
 
+def _rms(offsets: np.ndarray) -> float:
+  """Root mean square of the non-NaN offsets; NaN when all are NaN."""
+  return math.nan if np.isnan(offsets).all() else float(np.sqrt(np.nanmean(offsets ** 2)))
+
+
 def trajectory_error(centres: np.ndarray, direction: str) -> float:
   """RMS px distance of centres from the best constant-velocity line along `direction`'s axis."""
-  offsets = path_offsets(centres, direction)
-  return math.nan if np.isnan(offsets).all() else float(np.sqrt(np.nanmean(offsets ** 2)))
+  return _rms(path_offsets(centres, direction))
+
+
+def _frames(dets: list[Detection], truth: dict) -> dict:
+  """`per_frame` of detections against a parsed caption."""
+  return {"shape_acc": np.array([d.shape == truth["shape"] for d in dets], np.float64),
+          "color_acc": np.array([d.colour == truth["colour"] for d in dets], np.float64),
+          "path_offset_px": path_offsets(np.stack([d.centre for d in dets]), truth["direction"])}
 
 
 def per_frame(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
   """What `score` averages, frame by frame: {"shape_acc", "color_acc": float [T] 0/1,
   "path_offset_px": float [T] (`path_offsets`, NaN where undetected)}, for adherence by frame
   index (the ablations: does quality collapse after the first frame?)."""
-  truth = dataset.parse_caption(caption)
-  dets = detect(video, cfg)
-  return {"shape_acc": np.array([d.shape == truth["shape"] for d in dets], np.float64),
-          "color_acc": np.array([d.colour == truth["colour"] for d in dets], np.float64),
-          "path_offset_px": path_offsets(np.stack([d.centre for d in dets]), truth["direction"])}
+  return _frames(detect(video, cfg), dataset.parse_caption(caption))
 
 
 def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
   """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring)."""
   truth = dataset.parse_caption(caption)
   dets = detect(video, cfg)
-  centres = np.stack([d.centre for d in dets])
+  frames = _frames(dets, truth)
   same = [a.shape is not None and (a.colour, a.shape) == (b.colour, b.shape)
           and max(a.area, b.area) <= AREA_RATIO * min(a.area, b.area)
           for a, b in zip(dets, dets[1:])]
   return {
-      "shape_acc": float(np.mean([d.shape == truth["shape"] for d in dets])),
-      "color_acc": float(np.mean([d.colour == truth["colour"] for d in dets])),
-      "direction_acc": float(direction_of(velocity(centres)) == truth["direction"]),
-      "trajectory_error_px": trajectory_error(centres, truth["direction"]),
+      "shape_acc": float(frames["shape_acc"].mean()),
+      "color_acc": float(frames["color_acc"].mean()),
+      "direction_acc": float(direction_of(velocity(np.stack([d.centre for d in dets])))
+                             == truth["direction"]),
+      "trajectory_error_px": _rms(frames["path_offset_px"]),
       "temporal_consistency": float(np.mean(same)) if same else 1.0,
       "detected": float(np.mean([d.colour is not None for d in dets])),
   }
