@@ -92,7 +92,7 @@ def _mean(xs) -> float | None:
 def run_metrics(run: dict, rho: str) -> dict:
   """The per-run numbers the tables use: eval losses, and the generations at rho_inf `rho`."""
   frames = run["eval_loss_frames"]
-  out = {"eval_loss": run["eval_loss"],
+  out = {"eval_loss": run["eval_loss"], "frame_loss": frames,
          "loss_frame0": frames[0] if frames else None,
          "loss_later": _mean(frames[1:]),
          "loss_later_over_first": _mean(frames[1:]) / frames[0] if len(frames) > 1 else None}
@@ -155,12 +155,6 @@ def plot_by_frame(path: epath.Path, title: str, ylabel: str, series: dict[str, d
   plt.close(fig)
 
 
-def per_frame_losses(results: dict, rope: str, mask: str) -> dict:
-  """{seed: {"frame_loss": [T] final eval loss per frame}} of a cell's finished runs."""
-  return {r["seed"]: {"frame_loss": r["eval_loss_frames"]} for r in results["runs"]
-          if (r["rope"], r["mask"]) == (rope, mask) and r["status"] == "finished"}
-
-
 REASONS = {"reproduced": "interval wholly on the claimed side",
            "not reproduced": "interval wholly on the other side",
            "inconclusive": "interval includes 0, or too few runs"}
@@ -210,8 +204,7 @@ def claim_rope(results: dict, figs: epath.Path) -> tuple[str, str]:
   """Claim 1: MM-RoPE's eval loss below 1-D and naive 3-D RoPE's (tube masking)."""
   cells = {f"`{r}`": cell(results, r, "tube") for r in ("mm", "3d", "1d")}
   plot_by_frame(figs / "claim1_loss_by_frame.png", "Claim 1: eval loss by frame (tube masking)",
-                "eval loss", {k.strip("`"): per_frame_losses(results, k.strip("`"), "tube")
-                              for k in cells}, "frame_loss")
+                "eval loss", {k.strip("`"): c for k, c in cells.items()}, "frame_loss")
   chance = chance_levels(results)
   lines, verdicts = [], []
   for other in ("1d", "3d"):
@@ -240,8 +233,7 @@ def claim_masking(results: dict, figs: epath.Path) -> tuple[str, str]:
   and tube masking fixes that, with better generations (MM-RoPE)."""
   cells = {"tube": cell(results, "mm", "tube"), "random": cell(results, "mm", "random")}
   plot_by_frame(figs / "claim2_loss_by_frame.png", "Claim 2: eval loss by frame (each run's "
-                "own masking)", "eval loss", {k: per_frame_losses(results, "mm", k)
-                                             for k in cells}, "frame_loss")
+                "own masking)", "eval loss", cells, "frame_loss")
   chance = chance_levels(results)
   plot_by_frame(figs / "claim2_adherence_by_frame.png", "Claim 2: adherence by frame "
                 "(rho_inf 0.7)", "(shape + colour accuracy) / 2", cells, "frame_adherence",

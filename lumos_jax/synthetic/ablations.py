@@ -84,13 +84,13 @@ def _mean_or_none(values: np.ndarray) -> float | None:
   return float(kept.mean()) if kept.size else None
 
 
-def frame_scores(folder: epath.Path, run_cfg) -> dict:
+def frame_scores(folder: epath.Path, run_cfg, per_video: list[dict]) -> dict:
   """{metric: [T] floats or None} per-frame adherence of an evaluation folder, averaged over its
-  videos (recomputed from the saved codes with `score.per_frame`)."""
+  videos (`per_video`: its scores.json's; recomputed from the saved codes with
+  `score.per_frame`)."""
   from lumos_jax import sample
   from lumos_jax.synthetic import score
   tokenizer = sample.synthetic_tokenizer(run_cfg)
-  per_video = json.loads((folder / "scores.json").read_text())["per_video"]
   rows = [score.per_frame(tokenizer.decode(np.load(str(folder / "videos" / f"{i:03d}.npy"))),
                           v["caption"], tokenizer.cfg) for i, v in enumerate(per_video)]
   return {k: [_mean_or_none(col) for col in np.stack([r[k] for r in rows]).T] for k in rows[0]}
@@ -109,7 +109,8 @@ def collect(root: epath.Path, runs: list) -> dict:
       if (folder / "wall.json").exists():
         scores = json.loads((folder / "scores.json").read_text())
         evals[f"{rho:g}"] = {**{k: v for k, v in scores.items() if not isinstance(v, (dict, list))},
-                             "chance": scores["chance"], "frames": frame_scores(folder, run.cfg),
+                             "chance": scores["chance"],
+                             "frames": frame_scores(folder, run.cfg, scores["per_video"]),
                              "wall_s": json.loads((folder / "wall.json").read_text())["wall_s"]}
     frames = sorted((k for k in row if k.startswith("eval_loss_frame")),
                     key=lambda k: int(k.removeprefix("eval_loss_frame")))
