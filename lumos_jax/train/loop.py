@@ -17,7 +17,7 @@ from lumos_jax import checkpoint, config as config_lib, masking, sharding
 from lumos_jax.data import pipeline, records
 from lumos_jax.synthetic import dataset as synthetic
 from lumos_jax.train import checkpointer, distributed, init_from, metrics, optim
-from lumos_jax.train.step import Functions, build_functions, choose_remat
+from lumos_jax.train.step import Functions, functions_for
 
 log = logging.getLogger("lumos_jax.train")
 
@@ -132,8 +132,7 @@ def _train(cfg, workdir, stop) -> dict:
   sources, weights, eval_source = data_sources(cfg, workdir, vocab)
   data_iter = iter(pipeline.build(sources, pipeline_config(cfg), vocab, weights=weights))
 
-  model_cfg = choose_remat(cfg, mesh, model_cfg)
-  fns = build_functions(cfg, mesh, model_cfg)
+  model_cfg, fns = functions_for(cfg, mesh, model_cfg)  # remat="auto" resolved, compiled once
   with jax.set_mesh(mesh):
     ckpt = checkpointer.Checkpointer(checkpoint.directory(workdir), keep=cfg.keep_checkpoints)
     latest = ckpt.latest_step()

@@ -178,10 +178,18 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
   """`model.remat="auto"` -> the first (fastest) policy of model.REMAT_POLICIES whose compiled
   train step fits `cfg.memory_budget_gib` per device (0: `device_memory_gib`), by XLA's
   `memory_analysis()` of the step lowered with abstract inputs; any other value is kept.
-  Each candidate costs one compilation, and the chosen one compiles once more when the loop's
-  jitted step first runs (an AOT-compiled step is not in the jit's cache)."""
+  Each candidate costs one compilation; `functions_for` also keeps the chosen one's executable."""
+  return functions_for(cfg, mesh, model_cfg)[0] if model_cfg.remat == "auto" else model_cfg
+
+
+def functions_for(cfg, mesh, model_cfg: ModelConfig) -> tuple[ModelConfig, Functions]:
+  """(model config, `build_functions` of it) with `model.remat="auto"` resolved as `choose_remat`
+  says. The chosen policy's `step` is then the executable compiled for its memory analysis: a jit
+  does not reuse an AOT compilation, so running the jitted step would compile it a second time
+  (8 s of 16 for the tiny config on CPU; minutes at 1B). It takes exactly the abstract state and
+  batch it was compiled for (`abstract_batch`), as the trainer's batches are."""
   if model_cfg.remat != "auto":
-    return model_cfg
+    return model_cfg, build_functions(cfg, mesh, model_cfg)
   budget = cfg.memory_budget_gib or device_memory_gib(jax.local_devices()[0])
   tried = []
   for name, remat in model_lib.REMAT_POLICIES.items():
@@ -192,12 +200,13 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
     with jax.set_mesh(mesh):
       state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                            fns.abstract_state, fns.state_sh)
-      need = step_memory_gib(fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile())
+      compiled = fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile()
+    need = step_memory_gib(compiled)
     tried.append(f"{name} {need:.3f} GiB")
     if need <= budget:
       logging.getLogger(__name__).info("model.remat=auto: %s (budget %.2f GiB/device; tried %s)",
                                        name, budget, ", ".join(tried))
-      return candidate
+      return candidate, dataclasses.replace(fns, step=compiled)
   raise ValueError(f"model.remat='auto': no policy fits memory_budget_gib={budget:.2f} per device "
                    f"({', '.join(tried)}): raise the budget, shard more (mesh), or shorten "
                    "data.seq_len / data.batch_size")

@@ -51,7 +51,8 @@ def test_gradient_accumulation_matches_one_batch():
 
 def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
   """remat="auto" walks REMAT_POLICIES (fastest first) and keeps the first whose compiled step
-  fits memory_budget_gib; none fitting is an error that lists what each needs."""
+  fits memory_budget_gib; none fitting is an error that lists what each needs; functions_for
+  hands the trainer the executable it compiled for the choice (`_runs_as_jitted`)."""
   import re
 
   import pytest
@@ -71,9 +72,32 @@ def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
   cfg.memory_budget_gib = (float(need["full"]) + float(need["none"])) / 2
   assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "full"
   cfg.memory_budget_gib = 100.0
-  assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "none"
+  chosen, fns = step_lib.functions_for(cfg, mesh, model_cfg)
+  assert chosen.remat == "none"
+  _runs_as_jitted(cfg, mesh, chosen, fns)
   assert step_lib.choose_remat(cfg, mesh, config.model_config(config.load("tiny"))).remat == "full"
 
+
+
+
+def _runs_as_jitted(cfg, mesh, model_cfg, fns):
+  """fns.step (from functions_for under remat="auto") is the AOT executable compiled for the
+  memory analysis, not a jit that would compile the policy again, and it computes what the
+  jitted step of the same policy computes on a trainer-style global batch."""
+  from lumos_jax.train.loop import global_batch
+  assert isinstance(fns.step, jax.stages.Compiled)
+  jitted = step_lib.build_functions(cfg, mesh, model_cfg)
+  ids, lay = random_packed_batch(np.random.default_rng(0), cfg.data.batch_size, cfg.data.seq_len)
+  weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
+  batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
+           **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
+  with jax.set_mesh(mesh):
+    batch = global_batch(batch, fns.batch_sh)
+    out_aot, m_aot = fns.step(fns.init(), batch)
+    out_jit, m_jit = jitted.step(jitted.init(), batch)
+  assert m_aot.compute()["loss"] == m_jit.compute()["loss"]
+  for a, b in zip(jax.tree.leaves(out_aot["params"]), jax.tree.leaves(out_jit["params"])):
+    np.testing.assert_array_equal(a, b)
 
 def test_device_memory_leaves_headroom_on_accelerators():
   """An accelerator's step may claim ACCELERATOR_SHARE of its allocator limit (the autotuner
