@@ -76,7 +76,7 @@ from lumos_jax.data import pipeline
 from lumos_jax.model import Decoder
 from lumos_jax.train.metrics import train_flops_per_token
 from lumos_jax.train import optim
-from lumos_jax.train.step import build_functions, choose_remat
+from lumos_jax.train.step import functions_for
 
 SECTIONS = ("versions", "throughput", "attention", "cache_attention", "train_parts", "train_step",
             "sampling")
@@ -94,7 +94,7 @@ flags.DEFINE_integer("train_layers", 0, "decoder layers of the train step (0: th
 flags.DEFINE_integer("train_steps", 0, "timed train steps after a warm-up step (0: 3, smoke 2)",
                      lower_bound=0)
 flags.DEFINE_string("train_remat", "", "model.remat of the train step ('' : the config's; "
-                    "'auto' is resolved by train.step.choose_remat as in the trainer)")
+                    "'auto' is resolved by train.step.functions_for as in the trainer)")
 flags.DEFINE_list("train_runs", ["baseline", "best"], "which train-step runs: baseline "
                   "(xla_scan) and/or best (attention auto)")
 flags.DEFINE_integer("sample_frames", 0, "sampled frames (0: 7, smoke 2)", lower_bound=0)
@@ -426,9 +426,10 @@ def train_run(sh: Shapes, impl: str) -> dict:
   mesh_shape, model_cfg, _ = config.validate(cfg, 1)
   mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[:1])
   t0 = time.perf_counter()
-  model_cfg = choose_remat(cfg, mesh, model_cfg)  # as the trainer does for remat="auto"
+  # As the trainer does: remat="auto" resolved, and its chosen step is the executable compiled for
+  # that (its compile time falls in choose_s, not in the first step).
+  model_cfg, fns = functions_for(cfg, mesh, model_cfg)
   choose_s = time.perf_counter() - t0
-  fns = build_functions(cfg, mesh, model_cfg)
   steps = FLAGS.train_steps or sh.iters // 2 + 1
   with jax.set_mesh(mesh):
     state = fns.init()
@@ -545,8 +546,9 @@ def train_section(sh: Shapes, result: dict) -> dict:
   return {"config": sh.train_config, "best": best,
           "flop_model": "lumos_jax.train.metrics.train_flops_per_token (3 x forward, seq_len/2 "
           "keys per token, no remat)", "remat": "the config's; 'auto' resolved by "
-          "train.step.choose_remat against the device's memory, as the trainer does (or "
-          "--train_remat)", "plan": "none: the train step passes no attention plan",
+          "train.step.functions_for against the device's memory, as the trainer does (or "
+          "--train_remat); under 'auto' the step compiles inside choose_remat_s",
+          "plan": "none: the train step passes no attention plan",
           "layers_note": (f"--train_layers={FLAGS.train_layers} instead of the config's"
                           if FLAGS.train_layers else "the config's layers"),
           "runs": baseline_and_best("train_step", best, run_with_mfu, result,

@@ -16,11 +16,15 @@ def _step_setup(accum=1):
   state = state_lib.init_state(params, tx, 0)
   fn = jax.jit(lambda s, b: step_lib.train_step(s, b, tx=tx, accum_steps=accum, graphdef=graphdef,
                                                  model_cfg=model_cfg, loss_chunk=64))
-  ids, lay = random_packed_batch(np.random.default_rng(0), 4, 96)
+  return state, fn, _masked_batch(4, 96)
+
+
+def _masked_batch(batch_size: int, length: int) -> dict:
+  """A numpy train batch of random packed rows, ~80% of their code slots masked."""
+  ids, lay = random_packed_batch(np.random.default_rng(0), batch_size, length)
   weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
-  batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
-           **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
-  return state, fn, batch
+  return {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
+          **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
 
 
 def test_non_finite_batch_skips_the_update():
@@ -78,8 +82,6 @@ def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
   assert step_lib.choose_remat(cfg, mesh, config.model_config(config.load("tiny"))).remat == "full"
 
 
-
-
 def _runs_as_jitted(cfg, mesh, model_cfg, fns):
   """fns.step (from functions_for under remat="auto") is the AOT executable compiled for the
   memory analysis, not a jit that would compile the policy again, and it computes what the
@@ -87,17 +89,14 @@ def _runs_as_jitted(cfg, mesh, model_cfg, fns):
   from lumos_jax.train.loop import global_batch
   assert isinstance(fns.step, jax.stages.Compiled)
   jitted = step_lib.build_functions(cfg, mesh, model_cfg)
-  ids, lay = random_packed_batch(np.random.default_rng(0), cfg.data.batch_size, cfg.data.seq_len)
-  weights = (lay["code"] & (np.random.default_rng(1).random(ids.shape) < 0.8)).astype(np.float32)
-  batch = {"inputs": np.where(weights > 0, VOCAB.mask, ids), "targets": ids, "weights": weights,
-           **{k: lay[k] for k in ("positions", "index", "k_start", "k_end", "frame", "valid")}}
   with jax.set_mesh(mesh):
-    batch = global_batch(batch, fns.batch_sh)
+    batch = global_batch(_masked_batch(cfg.data.batch_size, cfg.data.seq_len), fns.batch_sh)
     out_aot, m_aot = fns.step(fns.init(), batch)
     out_jit, m_jit = jitted.step(jitted.init(), batch)
   assert m_aot.compute()["loss"] == m_jit.compute()["loss"]
   for a, b in zip(jax.tree.leaves(out_aot["params"]), jax.tree.leaves(out_jit["params"])):
     np.testing.assert_array_equal(a, b)
+
 
 def test_device_memory_leaves_headroom_on_accelerators():
   """An accelerator's step may claim ACCELERATOR_SHARE of its allocator limit (the autotuner
