@@ -88,15 +88,20 @@ def _flops(compiled) -> float:
   return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
 
 
-def _timed(fn, *args) -> dict:
-  import jax
-  jax.block_until_ready(fn(*args))  # untimed: first touch of every buffer
+def usage(fn) -> dict:
+  """Wall seconds, user and system CPU seconds and minor page faults of one call of `fn()`."""
   before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-  jax.block_until_ready(fn(*args))
+  fn()
   seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
   return {"s": seconds, "user_s": after.ru_utime - before.ru_utime,
           "sys_s": after.ru_stime - before.ru_stime, "minor_faults": after.ru_minflt -
           before.ru_minflt}
+
+
+def _timed(fn, *args) -> dict:
+  import jax
+  jax.block_until_ready(fn(*args))  # untimed: first touch of every buffer
+  return usage(lambda: jax.block_until_ready(fn(*args)))
 
 
 def worker(policy: str) -> dict:

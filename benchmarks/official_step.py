@@ -234,14 +234,7 @@ def _measure(fn, repeats: int) -> dict:
   """One untimed run (first touch of every buffer, oneDNN caches; its result is kept as "value"),
   then `repeats` timed runs."""
   value = fn()
-  runs = []
-  for _ in range(repeats):
-    before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    fn()
-    seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    runs.append({"s": seconds, "user_s": after.ru_utime - before.ru_utime,
-                 "sys_s": after.ru_stime - before.ru_stime,
-                 "minor_faults": after.ru_minflt - before.ru_minflt})
+  runs = [bench_small.usage(fn) for _ in range(repeats)]
   out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
   return {**out, "runs": runs, "value": value}
 

@@ -20,7 +20,7 @@ import optax
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from lumos_jax import loss, model as model_lib, rope, sharding
+from lumos_jax import checkpoint, loss, model as model_lib, rope, sharding
 from lumos_jax.data import pipeline
 from lumos_jax.model import ModelConfig
 from lumos_jax.train import optim, state as state_lib
@@ -198,8 +198,7 @@ def functions_for(cfg, mesh, model_cfg: ModelConfig) -> tuple[ModelConfig, Funct
     candidate = dataclasses.replace(model_cfg, remat=name)
     fns = build_functions(cfg, mesh, candidate)
     with jax.set_mesh(mesh):
-      state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                           fns.abstract_state, fns.state_sh)
+      state = checkpoint.abstract_like(fns.abstract_state, fns.state_sh)
       compiled = fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile()
     need = step_memory_gib(compiled)
     tried.append(f"{name} {need:.3f} GiB")
