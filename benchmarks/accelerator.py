@@ -148,15 +148,20 @@ def smoke() -> Shapes:
 # ---------------------------------------------------------------- helpers
 
 
-def timed(f, *args, iters: int) -> tuple[float, float]:
-  """(median seconds of `iters` calls, seconds of the first call incl. compile); blocks on each."""
+def timed(f, *args, iters: int, chain: bool = False) -> tuple[float, float]:
+  """(median seconds of `iters` calls, seconds of the first call incl. compile); blocks on each.
+  chain: f returns its next arguments, as a call that donates its inputs must (each feeds the
+  next)."""
+  def call(args):
+    out = jax.block_until_ready(f(*args))
+    return out if chain else args
+
   t0 = time.perf_counter()
-  jax.block_until_ready(f(*args))
-  first = time.perf_counter() - t0
-  times = []
+  args = call(args)
+  first, times = time.perf_counter() - t0, []
   for _ in range(iters):
     t0 = time.perf_counter()
-    jax.block_until_ready(f(*args))
+    args = call(args)
     times.append(time.perf_counter() - t0)
   return float(np.median(times)), first
 
@@ -506,7 +511,7 @@ def train_parts_section(sh: Shapes, result: dict) -> dict:
   tx = optim.make(cfg.optim, cfg.steps)
   opt = jax.jit(tx.init)(params)
   update = jax.jit(lambda p, o: optax_apply(tx, p, o), donate_argnums=(0, 1))
-  secs, first = timed_donated(update, params, opt, iters=sh.iters)
+  secs, first = timed(update, params, opt, iters=sh.iters, chain=True)
   out["optimizer_update"] = {"ms": 1e3 * secs, "first_call_s": first,
                              "parameters": int(sum(x.size for x in jax.tree.leaves(params)))}
   print(f"train parts: {out}", flush=True)
@@ -517,19 +522,6 @@ def optax_apply(tx, params, opt):
   """One clip + AdamW update with the parameters themselves as gradients (the cost is the same)."""
   updates, opt = tx.update(params, opt, params)
   return optax.apply_updates(params, updates), opt
-
-
-def timed_donated(f, params, opt, *, iters: int) -> tuple[float, float]:
-  """`timed` for f(params, opt) -> (params, opt) that donates its inputs: each call feeds the
-  next."""
-  t0 = time.perf_counter()
-  params, opt = jax.block_until_ready(f(params, opt))
-  first, times = time.perf_counter() - t0, []
-  for _ in range(iters):
-    t0 = time.perf_counter()
-    params, opt = jax.block_until_ready(f(params, opt))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), first
 
 
 def train_section(sh: Shapes, result: dict) -> dict:

@@ -164,33 +164,34 @@ def trajectory_error(centres: np.ndarray, direction: str) -> float:
   return _rms(path_offsets(centres, direction))
 
 
-def _frames(dets: list[Detection], truth: dict) -> dict:
-  """`per_frame` of detections against a parsed caption."""
+def _frames(dets: list[Detection], centres: np.ndarray, truth: dict) -> dict:
+  """`per_frame` of detections (their float [T, 2] `centres` stacked) against a parsed caption."""
   return {"shape_acc": np.array([d.shape == truth["shape"] for d in dets], np.float64),
           "color_acc": np.array([d.colour == truth["colour"] for d in dets], np.float64),
-          "path_offset_px": path_offsets(np.stack([d.centre for d in dets]), truth["direction"])}
+          "path_offset_px": path_offsets(centres, truth["direction"])}
 
 
 def per_frame(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
   """What `score` averages, frame by frame: {"shape_acc", "color_acc": float [T] 0/1,
   "path_offset_px": float [T] (`path_offsets`, NaN where undetected)}, for adherence by frame
   index (the ablations: does quality collapse after the first frame?)."""
-  return _frames(detect(video, cfg), dataset.parse_caption(caption))
+  dets = detect(video, cfg)
+  return _frames(dets, np.stack([d.centre for d in dets]), dataset.parse_caption(caption))
 
 
 def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
   """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring)."""
   truth = dataset.parse_caption(caption)
   dets = detect(video, cfg)
-  frames = _frames(dets, truth)
+  centres = np.stack([d.centre for d in dets])
+  frames = _frames(dets, centres, truth)
   same = [a.shape is not None and (a.colour, a.shape) == (b.colour, b.shape)
           and max(a.area, b.area) <= AREA_RATIO * min(a.area, b.area)
           for a, b in zip(dets, dets[1:])]
   return {
       "shape_acc": float(frames["shape_acc"].mean()),
       "color_acc": float(frames["color_acc"].mean()),
-      "direction_acc": float(direction_of(velocity(np.stack([d.centre for d in dets])))
-                             == truth["direction"]),
+      "direction_acc": float(direction_of(velocity(centres)) == truth["direction"]),
       "trajectory_error_px": _rms(frames["path_offset_px"]),
       "temporal_consistency": float(np.mean(same)) if same else 1.0,
       "detected": float(np.mean([d.colour is not None for d in dets])),
