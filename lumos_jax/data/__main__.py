@@ -2,12 +2,13 @@
 
   import-lumos INDEX... OUT [--root=ROOT] [--frames=N] [--strict] [--shard_size=K]
       official Lumos-1 pre-tokenized samples -> a record directory (lumos_jax.data.official)
-  synthetic OUT [--count=N] [--seed=S] [--frames=T] [--frame_px=P] [--patch_px=Q] [--shard_size=K]
+  synthetic OUT [--count=N] [--seed=S] [--frames=T] [--frame_px=P] [--patch_px=Q] [--distractors=D]
+      [--shard_size=K]
       the embedded procedural video dataset -> a record directory (lumos_jax.synthetic.dataset)
   inspect DIR [--json]
       samples, frame counts, latent resolutions, token lengths and bad records of a directory
   tfds NAME DATA_DIR [--records=DIR] [--count=N] [--eval_count=M] [--seed=S] [--frames=T]
-       [--frame_px=P] [--patch_px=Q]
+       [--frame_px=P] [--patch_px=Q] [--distractors=D]
       builds the TFDS dataset NAME (lumos_synthetic[/CONFIG], lumos_records[/CONFIG]) into
       DATA_DIR (lumos_jax.data.tfds)
 
@@ -87,7 +88,10 @@ FLAGS: dict[str, Flag] = {
         {"lower_bound": 1}),
     "distractors": Flag(flags.DEFINE_integer, None, "D", {
         "synthetic": "uncaptioned smaller objects per video, occluded by the captioned one (the "
-                     "harder variant of the ablations) " + _default("distractors")},
+                     "harder variant of the ablations) " + _default("distractors"),
+        "tfds": "lumos_synthetic: uncaptioned objects per video of a new config (default 0; "
+                "a run trained on it sets data.synthetic_distractors to the same number, which "
+                "its evaluation reads)"},
         {"lower_bound": 0}),
     "json": Flag(flags.DEFINE_boolean, False, "", {
         "inspect": "print one JSON object: samples, frames {T: count}, resolutions {HxW: count}, "
@@ -96,7 +100,8 @@ FLAGS: dict[str, Flag] = {
         "tfds": "lumos_records: the record directory to copy (TFDS manual_dir): a record "
                 "directory is split train, a directory of them one split per subdirectory"}),
 }
-_GENERATOR_FLAGS = ("count", "eval_count", "seed", "frames", "frame_px", "patch_px")
+_GENERATOR_FLAGS = ("count", "eval_count", "seed", "frames", "frame_px", "patch_px",
+                    "distractors")
 
 
 def define_flags(fv: flags.FlagValues) -> None:

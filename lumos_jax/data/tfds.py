@@ -127,17 +127,21 @@ class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   frames: int = synthetic.SyntheticConfig.frames
   frame_px: int = synthetic.SyntheticConfig.frame_px
   patch_px: int = synthetic.SyntheticConfig.patch_px
+  distractors: int = synthetic.SyntheticConfig.distractors
 
   def geometry(self) -> synthetic.SyntheticConfig:
     return synthetic.SyntheticConfig(frame_px=self.frame_px, patch_px=self.patch_px,
-                                     frames=self.frames)
+                                     frames=self.frames, distractors=self.distractors)
 
   def settings(self) -> dict:
-    """The generator settings (what the dataset metadata records as `generator`)."""
-    return {f: getattr(self, f) for f in SYNTHETIC_SETTINGS}
+    """The generator settings (what the dataset metadata records as `generator`). `distractors`
+    only when there are some: datasets built before the setting existed keep matching."""
+    return {f: getattr(self, f) for f in SYNTHETIC_SETTINGS
+            if f != "distractors" or self.distractors}
 
 
-SYNTHETIC_SETTINGS = ("train_count", "eval_count", "seed", "frames", "frame_px", "patch_px")
+SYNTHETIC_SETTINGS = ("train_count", "eval_count", "seed", "frames", "frame_px", "patch_px",
+                      "distractors")
 
 
 class LumosSynthetic(_TokenRecords):

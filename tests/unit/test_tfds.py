@@ -55,6 +55,20 @@ def test_synthetic_tfds_equals_the_record_directory(small):
   assert info.version == "1.0.0" and "1.0.0" in tfds_data.LumosSynthetic.RELEASE_NOTES
 
 
+def test_synthetic_tfds_with_distractors_equals_the_record_directory(tmp_path):
+  """--distractors builds the harder variant (recorded in the metadata); without it the metadata
+  keeps no `distractors` key (above), so datasets built before the setting still match."""
+  args = ["--count=3", "--eval_count=0", "--seed=5", "--distractors=1"]
+  assert main(["tfds", "lumos_synthetic/hard", str(tmp_path / "tfds"), *args]) == 0
+  synthetic.write(tmp_path / "train", 3, 5, synthetic.SyntheticConfig(distractors=1), log=None)
+  got = _all(tfds_data.TfdsSource("lumos_synthetic/hard", "train", tmp_path / "tfds"))
+  assert got == _all(records.RecordSource(tmp_path / "train"))
+  assert got != [synthetic.to_record(synthetic.generate(5, i), i, synthetic.PatchTokenizer(
+      synthetic.SyntheticConfig()), VOCAB) for i in range(3)]  # the distractors are drawn
+  info = tfds.builder("lumos_synthetic/hard", data_dir=tmp_path / "tfds").info
+  assert info.metadata["generator"]["distractors"] == 1
+
+
 def test_tfds_source_feeds_the_pipeline_like_the_record_directory(small):
   data_dir, dirs = small
   source = tfds_data.TfdsSource("lumos_synthetic/small", "train", data_dir)
