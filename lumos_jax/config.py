@@ -181,7 +181,9 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       # Loss weight of masked slots whose true code is visual code `background_code` (-1: none),
       # training only (measured on the demo's empty patch: README "Demo run").
       background_code=-1, background_weight=1.0,
-      mask=dict(kind="tube", schedule="cosine", min_ratio=0.7)))
+      # history_*: per_frame masks only (lumos_jax.masking); 0 keeps every frame independent.
+      mask=dict(kind="tube", schedule="cosine", min_ratio=0.7,
+                history_prob=0.0, history_ratio=0.7)))
   # jax.distributed.initialize arguments (lumos_jax.train.distributed); "" / 0 / () leave a value to
   # the cluster environment jax detects (SLURM, Open MPI, Cloud TPU, Kubernetes) or its default.
   # local_device_ids: the devices this process uses (() = jax's choice: one GPU per SLURM task).

@@ -6,6 +6,9 @@ Training (host side, numpy, one call per sample):
              slots of every frame, first frame included. Masked slots become MASK.
   random:    the same ratio, round(r * N) slots drawn independently over all N content slots.
   per_frame: an independent ratio and pattern per frame (diffusion-forcing style ablation).
+             With `history_prob` > 0, that fraction of samples instead masks every frame before a
+             uniform cut c in [1, frames) at exactly `history_ratio`: the state the sampler leaves
+             finished frames in, so the model learns to copy from history it will really see.
 The loss counts only masked code slots (a masked newline is input noise, never a target).
 
 Inference: `history_pattern(slots, rho)` is the official evenly spaced pattern (n = max(1,
@@ -30,6 +33,8 @@ class MaskConfig:
   kind: str = "tube"
   schedule: str = "cosine"  # r = cos(pi/2 * u) (official) or 1 - u, then clipped below
   min_ratio: float = 0.7
+  history_prob: float = 0.0  # per_frame only: share of samples whose leading frames are "history"
+  history_ratio: float = 0.7  # those frames' ratio; the sampler's default history_mask
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -38,6 +43,12 @@ class MaskConfig:
       raise ValueError(f"mask.schedule={self.schedule!r}: choose one of {SCHEDULES}")
     if not 0.0 <= self.min_ratio <= 1.0:
       raise ValueError(f"mask.min_ratio={self.min_ratio} must lie in [0, 1]")
+    for name in ("history_prob", "history_ratio"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"mask.{name}={getattr(self, name)} must lie in [0, 1]")
+    if self.history_prob > 0 and self.kind != "per_frame":
+      raise ValueError(f"mask.history_prob={self.history_prob} needs mask.kind='per_frame' "
+                       f"(got {self.kind!r}): tube and random masks have no per-frame ratios")
 
 
 def mask_ratio(u, cfg: MaskConfig):
@@ -85,6 +96,15 @@ def apply_frame_pattern(ids: np.ndarray, layout: Layout, pattern: np.ndarray, vo
   return np.where(masked, vocab.mask, ids).astype(ids.dtype), masked
 
 
+def history_end(rng: np.random.Generator, n_frames: int, cfg: MaskConfig) -> int:
+  """How many leading frames a per_frame sample masks at cfg.history_ratio: 0 with probability
+  1 - cfg.history_prob (and for single frames), else uniform in [1, n_frames). Draws nothing from
+  `rng` when history_prob is 0, so such masks stay as they were."""
+  if cfg.history_prob == 0 or n_frames < 2 or rng.random() >= cfg.history_prob:
+    return 0
+  return int(rng.integers(1, n_frames))
+
+
 def ardf_mask(ids: np.ndarray, layout: Layout, rng: np.random.Generator, cfg: MaskConfig,
               vocab: Vocab) -> dict:
   """Masks one sample for AR-DF training.
@@ -105,9 +125,12 @@ def ardf_mask(ids: np.ndarray, layout: Layout, rng: np.random.Generator, cfg: Ma
     elif cfg.kind == "random":
       masked[np.flatnonzero(content)] = random_pattern(rng, int(content.sum()), ratio)
     else:  # per_frame: its own ratio and pattern for every frame
-      for f in np.unique(layout.frame[content]):
+      frames = np.unique(layout.frame[content])
+      n_history = history_end(rng, len(frames), cfg)
+      for i, f in enumerate(frames):
         in_f = np.flatnonzero(content & (layout.frame == f))
-        masked[in_f] = random_pattern(rng, len(in_f), float(mask_ratio(rng.random(), cfg)))
+        r = cfg.history_ratio if i < n_history else float(mask_ratio(rng.random(), cfg))
+        masked[in_f] = random_pattern(rng, len(in_f), r)
   inputs = np.where(masked, vocab.mask, ids).astype(np.int32)
   weights = (masked & layout.code).astype(np.float32)
   return {"inputs": inputs, "targets": ids.astype(np.int32), "weights": weights, "ratio": ratio}

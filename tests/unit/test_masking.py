@@ -69,6 +69,42 @@ def test_random_and_per_frame_kinds():
   assert differs > 10  # independent ratios per frame
 
 
+def test_per_frame_history_frames_are_masked_at_the_history_ratio():
+  ids, lay = _sample(t=6, h=4, w=6, seed=6)
+  rng = np.random.default_rng(6)
+  cfg = masking.MaskConfig(kind="per_frame", min_ratio=0.0, history_prob=0.5, history_ratio=0.7)
+  slots = int((lay.content & (lay.frame == 0)).sum())
+  at_ratio = round(0.7 * slots)
+  cuts = []
+  for _ in range(2000):
+    counts = _frame_masks(masking.ardf_mask(ids, lay, rng, cfg, VOCAB), lay).sum(1)
+    cuts.append(int(np.argmin(counts == at_ratio)))  # leading frames at exactly the history ratio
+  cuts = np.array(cuts)
+  # A frame drawn freely (r = cos(pi/2 u)) lands on exactly that count with probability p (~3%),
+  # so the leading run of such frames is the history cut: about half the samples have one,
+  # spread uniformly over [1, 6).
+  lo, hi = (at_ratio - 0.5) / slots, (at_ratio + 0.5) / slots
+  p = 2 / np.pi * (np.arccos(lo) - np.arccos(hi))
+  assert abs(np.mean(cuts >= 1) - (0.5 + 0.5 * p)) < 0.03
+  np.testing.assert_allclose(np.bincount(cuts[cuts >= 1], minlength=6)[1:] / (cuts >= 1).sum(),
+                             0.2, atol=0.04)
+  assert (cuts < 6).all()  # the last frame is never history
+
+
+def test_per_frame_without_history_draws_as_before():
+  ids, lay = _sample(t=5, seed=7)
+  cfg = masking.MaskConfig(kind="per_frame", min_ratio=0.2)
+  got = masking.ardf_mask(ids, lay, np.random.default_rng(7), cfg, VOCAB)
+  rng = np.random.default_rng(7)  # the per_frame loop restated: ratio, then pattern, per frame
+  expect = np.zeros(len(ids), bool)
+  rng.random()  # the sample's reported ratio
+  for f in range(5):
+    in_f = np.flatnonzero(lay.content & (lay.frame == f))
+    r = max(np.cos(np.pi / 2 * rng.random()), 0.2)
+    expect[in_f[rng.permutation(len(in_f))[:max(1, int(np.round(len(in_f) * r)))]]] = True
+  np.testing.assert_array_equal(got["inputs"] == VOCAB.mask, expect)
+
+
 def test_history_pattern_is_evenly_spaced():
   np.testing.assert_array_equal(np.flatnonzero(masking.history_pattern(10, 0.7)),
                                 [0, 1, 3, 4, 6, 7, 9])
@@ -93,3 +129,7 @@ def test_config_errors_name_the_field():
     masking.MaskConfig(kind="block")
   with pytest.raises(ValueError, match="mask.min_ratio"):
     masking.MaskConfig(min_ratio=1.5)
+  with pytest.raises(ValueError, match="mask.history_prob=0.5 needs mask.kind='per_frame'"):
+    masking.MaskConfig(history_prob=0.5)
+  with pytest.raises(ValueError, match="mask.history_ratio"):
+    masking.MaskConfig(kind="per_frame", history_ratio=-0.1)
