@@ -20,6 +20,7 @@ from lumos_jax.train import checkpointer, distributed, init_from, metrics, optim
 from lumos_jax.train.step import Functions, functions_for
 
 log = logging.getLogger("lumos_jax.train")
+EVAL_SEED = 0  # the eval split's shuffle and masks (== the default cfg.seed: old eval losses hold)
 
 
 def data_sources(cfg, workdir: epath.Path, vocab):
@@ -60,7 +61,9 @@ def data_sources(cfg, workdir: epath.Path, vocab):
 def pipeline_config(cfg, *, eval_split: bool = False) -> pipeline.PipelineConfig:
   d = cfg.data
   return pipeline.PipelineConfig(
-      seq_len=d.seq_len, batch_size=d.batch_size // jax.process_count(), seed=cfg.seed,
+      seq_len=d.seq_len, batch_size=d.batch_size // jax.process_count(),
+      # one eval order and mask set for every run, so eval losses of different seeds compare
+      seed=EVAL_SEED if eval_split else cfg.seed,
       max_frames=d.max_frames, mask=masking.MaskConfig(**d.mask),
       cfg_drop=0.0 if eval_split else d.cfg_drop, num_epochs=1 if eval_split else None,
       workers=0 if eval_split else d.workers, strides=tuple(d.strides),
