@@ -7,8 +7,8 @@ Training (host side, numpy, one call per sample):
   random:    the same ratio, round(r * N) slots drawn independently over all N content slots.
   per_frame: an independent ratio and pattern per frame (diffusion-forcing style ablation).
              With `history_prob` > 0, that fraction of samples instead masks every frame before a
-             uniform cut c in [1, frames) at exactly `history_ratio`: the state the sampler leaves
-             finished frames in, so the model learns to copy from history it will really see.
+             uniform cut c in [1, frames) at exactly `history_ratio` (the sampler's history mask
+             ratio), to train on history as the sampler shows it (on the demo: no gain, README).
 The loss counts only masked code slots (a masked newline is input noise, never a target).
 
 Inference: `history_pattern(slots, rho)` is the official evenly spaced pattern (n = max(1,
