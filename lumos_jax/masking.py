@@ -41,9 +41,7 @@ class MaskConfig:
       raise ValueError(f"mask.kind={self.kind!r}: choose one of {KINDS}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"mask.schedule={self.schedule!r}: choose one of {SCHEDULES}")
-    if not 0.0 <= self.min_ratio <= 1.0:
-      raise ValueError(f"mask.min_ratio={self.min_ratio} must lie in [0, 1]")
-    for name in ("history_prob", "history_ratio"):
+    for name in ("min_ratio", "history_prob", "history_ratio"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"mask.{name}={getattr(self, name)} must lie in [0, 1]")
     if self.history_prob > 0 and self.kind != "per_frame":
