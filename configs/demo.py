@@ -31,7 +31,8 @@ def get_config():
   # rad per position, so with (1, 4, 4) neighbouring columns differed by 0.13 rad and the model
   # barely told them apart; (1, 16, 16) makes that 1.6 rad per row and 0.51 per column. Over
   # three training seeds: shape 0.24 vs 0.16, colour 0.58 vs 0.51, direction 0.78 vs 0.74,
-  # temporal consistency 0.25 vs 0.16 (README "Demo run"); (1, 8, 8) gained less, (1, 32, 32) lost.
+  # temporal consistency 0.25 vs 0.16 (README "Demo run"). On one seed, (1, 8, 8) gained less
+  # and (1, 32, 32) lost.
   # Not down-weighting the empty patch (data.background_code=0, ~80% of the masked slots): at
   # weight 0.4 and batch 16 the colour followed the caption far better after 350 steps (0.89 vs
   # 0.25), but with batch 8 the object's direction fell below chance (0.16; README "Demo run").
