@@ -178,7 +178,8 @@ def choose_remat(cfg, mesh, model_cfg: ModelConfig) -> ModelConfig:
   """`model.remat="auto"` -> the first (fastest) policy of model.REMAT_POLICIES whose compiled
   train step fits `cfg.memory_budget_gib` per device (0: `device_memory_gib`), by XLA's
   `memory_analysis()` of the step lowered with abstract inputs; any other value is kept.
-  Each candidate costs one compilation; `functions_for` also keeps the chosen one's executable."""
+  Each candidate costs one compilation; one that runs out of memory while compiling does not fit.
+  `functions_for` also keeps the chosen one's executable."""
   return functions_for(cfg, mesh, model_cfg)[0] if model_cfg.remat == "auto" else model_cfg
 
 
@@ -197,9 +198,17 @@ def functions_for(cfg, mesh, model_cfg: ModelConfig) -> tuple[ModelConfig, Funct
       continue
     candidate = dataclasses.replace(model_cfg, remat=name)
     fns = build_functions(cfg, mesh, candidate)
-    with jax.set_mesh(mesh):
-      state = checkpoint.abstract_like(fns.abstract_state, fns.state_sh)
-      compiled = fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile()
+    try:
+      with jax.set_mesh(mesh):
+        state = checkpoint.abstract_like(fns.abstract_state, fns.state_sh)
+        compiled = fns.step.lower(state, abstract_batch(cfg, fns.batch_sh)).compile()
+    except jax.errors.JaxRuntimeError as e:
+      # XLA's GPU autotuner runs candidate kernels while compiling; a policy that keeps too much
+      # fails there (H200, 1B xla_scan, "none") before memory_analysis() can say so.
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      tried.append(f"{name} out of memory while compiling")
+      continue
     need = step_memory_gib(compiled)
     tried.append(f"{name} {need:.3f} GiB")
     if need <= budget:

@@ -80,6 +80,29 @@ def test_auto_remat_takes_the_fastest_policy_that_fits(monkeypatch):
   assert chosen.remat == "none"
   _runs_as_jitted(cfg, mesh, chosen, fns)
   assert step_lib.choose_remat(cfg, mesh, config.model_config(config.load("tiny"))).remat == "full"
+  _out_of_memory_while_compiling(monkeypatch, "none")
+  assert step_lib.choose_remat(cfg, mesh, model_cfg).remat == "full"
+
+
+def _out_of_memory_while_compiling(monkeypatch, policy: str):
+  """Make `policy`'s step fail to compile as XLA's GPU autotuner does when it runs out of memory
+  (seen on an H200): choose_remat must then take the next policy, not raise."""
+  import dataclasses
+
+  class OutOfMemoryStep:
+    def lower(self, *args):
+      return self
+
+    def compile(self):
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                       "allocate 71.96GiB with allocator GPU_0_bfc")
+
+  build = step_lib.build_functions
+
+  def build_or_fail(cfg, mesh, model_cfg):
+    fns = build(cfg, mesh, model_cfg)
+    return dataclasses.replace(fns, step=OutOfMemoryStep()) if model_cfg.remat == policy else fns
+  monkeypatch.setattr(step_lib, "build_functions", build_or_fail)
 
 
 def _runs_as_jitted(cfg, mesh, model_cfg, fns):
