@@ -92,15 +92,32 @@ def tokamax_bands(q, k, v, k_start, k_end, *, plan: AttentionPlan | None = None,
 
 
 def _cudnn_band(band: Band, q, k, v, k_start, k_end, backend):
-  """One band through jax.nn.dot_product_attention; see the module docstring for the modes."""
-  if band.from_zero and not band.causal:
-    mode = {}
-  elif band.from_zero and band.lo == 0:
-    mode = {"is_causal": True}  # queries [0, hi) against keys [0, hi): top-left causal
-  else:
+  """One band through jax.nn.dot_product_attention; see the module docstring for the modes.
+
+  Every call has even query and key lengths. cuDNN refuses a biased training call of odd length,
+  and JAX 0.11.2 passes a zero-size bias placeholder where there is no bias, so its check refuses
+  every odd training call: "Unsupported sequence length Q 85, KV 85" on an H200 for the causal
+  text band (80 text tokens + header). A padded query's output is dropped; a padded key lies
+  after every real query of a top-left causal band, and is cut off by key_value_seq_lengths in an
+  unmasked one."""
+  if not (band.from_zero and (not band.causal or band.lo == 0)):
     return _cudnn_masked_band(q, k, v, k_start, k_end, backend)
+  lq, lk = q.shape[1], k.shape[1]
+  q, k, v = _pad_to_even(q), _pad_to_even(k), _pad_to_even(v)
+  if band.causal:  # queries [0, hi) against keys [0, key_hi): top-left causal
+    mode = {"is_causal": True}
+  elif lk % 2:
+    mode = {"key_value_seq_lengths": jnp.full((q.shape[0],), lk, jnp.int32)}
+  else:
+    mode = {}
   out = jax.nn.dot_product_attention(q, k, v, implementation=backend, **mode)
-  return out.astype(q.dtype)
+  return out[:, :lq].astype(q.dtype)
+
+
+def _pad_to_even(x, value=0):
+  """x [B, L, ...] with one `value` row appended along L where L is odd."""
+  return jnp.pad(x, [(0, 0), (0, x.shape[1] % 2)] + [(0, 0)] * (x.ndim - 2),
+                 constant_values=value)
 
 
 def key_range_mask(k_start, k_end, n_keys: int):
@@ -112,17 +129,12 @@ def key_range_mask(k_start, k_end, n_keys: int):
 
 
 def _cudnn_masked_band(q, k, v, k_start, k_end, backend):
-  """A band with an explicit [B, 1, Lq, keys] mask. cuDNN takes a mask as a bias and refuses a
-  biased training call on an odd query or key length (seen on an H200: "Unsupported sequence
-  length Q 85, KV 85"), so both are padded to even: the extra key is masked for every query, the
-  extra query attends key 0 and its output is dropped."""
-  lq, lk = q.shape[1], k.shape[1]
-  pad_q, pad_k = lq % 2, lk % 2
-  pad = lambda x, n, value=0: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2),
-                                      constant_values=value)
-  q, k, v = pad(q, pad_q), pad(k, pad_k), pad(v, pad_k)
-  k_start, k_end = pad(k_start, pad_q), pad(k_end, pad_q, 1)
-  mask = key_range_mask(k_start, k_end, lk + pad_k)  # [B, Lq, keys]
+  """A band with an explicit [B, 1, Lq, keys] mask, padded to even lengths (`_cudnn_band`): the
+  extra key is masked for every query, the extra query attends key 0 and its output is dropped."""
+  lq = q.shape[1]
+  q, k, v = _pad_to_even(q), _pad_to_even(k), _pad_to_even(v)
+  k_start, k_end = _pad_to_even(k_start), _pad_to_even(k_end, 1)
+  mask = key_range_mask(k_start, k_end, k.shape[1])  # [B, Lq, keys]
   out = jax.nn.dot_product_attention(q, k, v, implementation=backend, mask=mask[:, None])
   return out[:, :lq].astype(q.dtype)
 

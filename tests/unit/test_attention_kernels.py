@@ -110,26 +110,35 @@ def test_kernels_equal_dense_on_official_layouts(official_samples, kind, frames)
                  tol=1e-4)
 
 
-def test_cudnn_masked_bands_have_even_lengths(monkeypatch):
-  """cuDNN refuses a biased (masked) training call of odd length; the bands are padded to even
-  and still equal dense (the official 1-frame video has odd masked bands)."""
+def test_cudnn_calls_have_even_lengths(monkeypatch):
+  """cuDNN (through JAX) refuses a training call of odd length (on an H200: "Unsupported sequence
+  length Q 85, KV 85" for the causal text band); every band is padded to even and still equals
+  dense. The case has odd bands of every mode: masked, causal from 0, unmasked."""
   seen = []
   real = jax.nn.dot_product_attention
 
   def spy(q, k, v, **kw):
-    if "mask" in kw:
-      seen.append((q.shape[1], k.shape[1], kw["mask"].shape[-2:]))
+    seen.append((q.shape[1], k.shape[1], kw["mask"].shape[-2:] if "mask" in kw else None))
     return real(q, k, v, **kw)
 
   monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
   rng = np.random.default_rng(0)
-  k_start, k_end = _packed(rng)
-  masked_odd = [b for b in attention_plan.plan_of(k_start, k_end).bands
-                if not (b.from_zero and (not b.causal or b.lo == 0))
-                and ((b.hi - b.lo) % 2 or b.key_hi % 2)]
-  assert masked_odd, "the case needs an odd masked band to test anything"
-  _assert_parity(k_start, k_end, rng)
-  assert seen and all(lq % 2 == 0 and lk % 2 == 0 and m == (lq, lk) for lq, lk, m in seen), seen
+  cases = [_packed(rng)]
+  for n_text in (6, 7):  # one of them gives an odd causal text band and odd key prefixes
+    text = rng.integers(VOCAB.number_zero + VOCAB.number_count, VOCAB.visual_offset, size=n_text)
+    frames = rng.integers(0, VOCAB.visual_size, size=(3, 2, 3))
+    lay = tokens.parse(tokens.build(text, frames, fps=8, duration=2, vocab=VOCAB), VOCAB)
+    cases.append((lay.k_start[None], lay.k_end[None]))
+  modes = set()
+  for k_start, k_end in cases:
+    for b in attention_plan.plan_of(k_start, k_end).bands:
+      if (b.hi - b.lo) % 2 or b.key_hi % 2:
+        modes.add("masked" if not (b.from_zero and (not b.causal or b.lo == 0))
+                  else "causal" if b.causal else "unmasked")
+    _assert_parity(k_start, k_end, rng)
+  assert modes == {"masked", "causal", "unmasked"}, modes  # the cases test every mode
+  assert seen and all(lq % 2 == 0 and lk % 2 == 0 and m in (None, (lq, lk))
+                      for lq, lk, m in seen), seen
 
 
 @pytest.mark.parametrize("impl", ["tokamax", "cudnn"])
