@@ -97,6 +97,8 @@ flags.DEFINE_string("train_remat", "", "model.remat of the train step ('' : the 
                     "'auto' is resolved by train.step.functions_for as in the trainer)")
 flags.DEFINE_list("train_runs", ["baseline", "best"], "which train-step runs: baseline "
                   "(xla_scan) and/or best (attention auto)")
+flags.DEFINE_list("sample_runs", ["baseline", "best"], "which sampling runs: baseline "
+                  "(xla_scan) and/or best (attention auto)")
 flags.DEFINE_integer("sample_frames", 0, "sampled frames (0: 7, smoke 2)", lower_bound=0)
 flags.DEFINE_integer("sample_steps", 0, "decoding steps per frame (0: 10 of the full 50, smoke 2); "
                      "fewer steps are extrapolated linearly to the full count", lower_bound=0)
@@ -458,13 +460,14 @@ def train_run(sh: Shapes, impl: str) -> dict:
           "tflops": tokens_per_s * train_flops_per_token(model_cfg, cfg.data.seq_len) / 1e12}
 
 
-def baseline_and_best(where: str, best: str, run_fn, result: dict, labels=("baseline", "best")):
-  """{"baseline": run_fn("xla_scan"), "best": run_fn(best)} (those of `labels`); an error is
-  recorded, not raised; "best" is skipped where auto resolves to the baseline."""
+def baseline_and_best(where: str, best: str, run_fn, result: dict, labels, labels_flag: str):
+  """{"baseline": run_fn("xla_scan"), "best": run_fn(best)} (those of `labels`, the value of
+  --`labels_flag`); an error is recorded, not raised; "best" is skipped where auto resolves to the
+  baseline."""
   runs = {}
   for label, impl in (("baseline", "xla_scan"), ("best", best)):
     if label not in labels:
-      runs[label] = {"status": "skipped", "reason": "not in --train_runs"}
+      runs[label] = {"status": "skipped", "reason": f"not in --{labels_flag}"}
       continue
     if label == "best" and impl == "xla_scan":
       runs[label] = {"status": "skipped", "reason": "auto resolves to the baseline"}
@@ -544,7 +547,7 @@ def train_section(sh: Shapes, result: dict) -> dict:
           "layers_note": (f"--train_layers={FLAGS.train_layers} instead of the config's"
                           if FLAGS.train_layers else "the config's layers"),
           "runs": baseline_and_best("train_step", best, run_with_mfu, result,
-                                    labels=FLAGS.train_runs)}
+                                    FLAGS.train_runs, "train_runs")}
 
 
 # ---------------------------------------------------------------- sampling
@@ -592,7 +595,8 @@ def sampling_section(sh: Shapes, result: dict) -> dict:
   best = attention.resolve("auto", plan_available=False)
   return {"config": sh.sample_config, "timing": "second pass (compilations reused); first pass "
           "wall - compile beside it; s_per_frame_at_full_steps scales by full/used steps",
-          "runs": baseline_and_best("sampling", best, lambda impl: sample_run(sh, impl), result)}
+          "runs": baseline_and_best("sampling", best, lambda impl: sample_run(sh, impl), result,
+                                    FLAGS.sample_runs, "sample_runs")}
 
 
 # ---------------------------------------------------------------- main
