@@ -8,4 +8,5 @@ Imports nothing of `lumos_jax.train` (inference stands apart from training).
                            sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
 """
 from lumos_jax.sample.loader import load, synthetic_tokenizer  # noqa: F401  (re-exported)
-from lumos_jax.sample.sampler import SCHEDULES, SampleConfig, Sampler, plan  # noqa: F401
+from lumos_jax.sample.sampler import (  # noqa: F401
+    SCHEDULES, SampleConfig, Sampler, parse_code_bias, plan)

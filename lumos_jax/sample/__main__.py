@@ -126,12 +126,16 @@ def request(argv_flags, cfg, vocab):
   duration = max(1, total // fps) if f.mode != "t2i" else 1
   if vocab.byte_text_offset is None and f.mode != "t2i":  # official: RGB seconds of the latents
     duration = max(1, round((total - 1) * cfg.data.strides[0] / fps))
-  sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
-                           duration=duration, steps=f.steps,
-                           cfg_scale=f.guidance, history_mask=f.history_mask,
-                           temperature=f.temperature, temperature_schedule=f.temperature_schedule,
-                           top_k=f.top_k, top_p=f.top_p,
-                           code_limit=n_codes if cfg.data.kind == "synthetic" else 0)
+  try:
+    sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=fps,
+                             duration=duration, steps=f.steps,
+                             cfg_scale=f.guidance, history_mask=f.history_mask,
+                             temperature=f.temperature,
+                             temperature_schedule=f.temperature_schedule, top_k=f.top_k,
+                             top_p=f.top_p, code_bias=sample.parse_code_bias(f.code_bias),
+                             code_limit=n_codes if cfg.data.kind == "synthetic" else 0)
+  except ValueError as e:
+    raise RequestError(str(e)) from e
   return prompt_ids(f, cfg, vocab, sc), sc, given
 
 
@@ -221,6 +225,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                     "see lumos_jax.sample", flag_values=fv)
   flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)", flag_values=fv)
   flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)", flag_values=fv)
+  flags.DEFINE_list("code_bias", [], "CODE:BIAS,...: logits added to visual codes after guidance "
+                    "(the demo: 0:-1, its background patch)", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("out", "sample.gif", "output path: codes go to OUT.npy, synthetic runs' "
                       "videos to OUT.gif and OUT.mp4", flag_values=fv)

@@ -51,6 +51,11 @@ class SampleConfig:
   top_k: int = 0  # 0: off
   top_p: float = 1.0  # 1: off
   code_limit: int = 0  # sample only codes < code_limit (a tokenizer with fewer codes); 0: all
+  # (visual code, logit added after guidance) pairs: -1 makes a code e times less likely. The
+  # demo gives its empty patch (code 0) -1: at an object's edge the chance of a covered patch is
+  # split over many partial-patch codes while the empty patch's is whole, so sampling code by
+  # code eroded the objects (README "Demo run").
+  code_bias: tuple[tuple[int, float], ...] = ()
 
   def __post_init__(self):
     if self.temperature_schedule not in SCHEDULES:
@@ -58,6 +63,11 @@ class SampleConfig:
                        f"{SCHEDULES}")
     if self.frames < 1 or self.steps < 1:
       raise ValueError(f"frames={self.frames} and steps={self.steps} must be at least 1")
+    codes = [c for c, _ in self.code_bias]
+    if any(c < 0 or (self.code_limit and c >= self.code_limit) for c in codes) or (
+        len(set(codes)) != len(codes)):
+      raise ValueError(f"code_bias={self.code_bias}: codes must be distinct visual code indices "
+                       f">= 0{f' and < code_limit={self.code_limit}' if self.code_limit else ''}")
 
 
 @dataclasses.dataclass
@@ -112,6 +122,22 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
       history_slot=tokens.block_slots(pattern))
 
 
+def parse_code_bias(items) -> tuple[tuple[int, float], ...]:
+  """["CODE:BIAS", ...] (a command line's --code_bias) -> `SampleConfig.code_bias`; ValueError
+  naming the item that is not an integer code and a number."""
+  out = []
+  for item in items:
+    code, sep, bias = str(item).partition(":")
+    try:
+      out.append((int(code), float(bias)))
+    except ValueError:
+      raise ValueError(f"--code_bias item {item!r}: expected CODE:BIAS, a visual code index and "
+                       "the logit added to it, e.g. 0:-1") from None
+    if not sep:
+      raise ValueError(f"--code_bias item {item!r}: expected CODE:BIAS, e.g. 0:-1")
+  return tuple(out)
+
+
 def _filter(logits, top_k: int, top_p: float):
   """Top-k / top-p (nucleus) filtering of [..., V] logits."""
   if top_k:
@@ -144,6 +170,9 @@ def decode_frame(logits_fn, operands, cur, key, tau, *, sc: SampleConfig, code_s
     logits = out[1] + sc.cfg_scale * (out[0] - out[1])  # [block, V]
     if sc.code_limit:
       logits = jnp.where(jnp.arange(logits.shape[-1]) < sc.code_limit, logits, -jnp.inf)
+    if sc.code_bias:
+      codes, biases = zip(*sc.code_bias)
+      logits = logits.at[..., jnp.array(codes)].add(jnp.array(biases, logits.dtype))
     logits = _filter(logits, sc.top_k, sc.top_p)
     sampled = jax.random.categorical(k_sample, logits)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[:, None], axis=-1)[:, 0]

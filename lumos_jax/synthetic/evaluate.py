@@ -83,7 +83,8 @@ def _row(name: str, s: dict) -> str:
 
 def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str | None,
         temperature_schedule: str = "cumulative", top_k: int = 0, step: int | None = None,
-        history_mask: float = 0.7, temperature: float = 1.0, log=sys.stderr) -> dict:
+        history_mask: float = 0.7, temperature: float = 1.0, code_bias: tuple = (),
+        log=sys.stderr) -> dict:
   """Generates, scores and writes everything; returns the scores dict (see module docstring)."""
   from lumos_jax import config as config_lib, sample
   train_cfg = config_lib.load_run(workdir)
@@ -100,7 +101,8 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   sc = sample.SampleConfig(frames=syn.frames, height=syn.grid, width=syn.grid, fps=syn.fps,
                            duration=syn.duration, steps=steps, cfg_scale=cfg_scale,
                            temperature=temperature, temperature_schedule=temperature_schedule,
-                           top_k=top_k, history_mask=history_mask, code_limit=tokenizer.n_codes)
+                           top_k=top_k, history_mask=history_mask, code_limit=tokenizer.n_codes,
+                           code_bias=tuple(code_bias))
   videos, rows, t0 = [], [], time.perf_counter()
   for i, s in enumerate(samples):
     codes = sampler.generate(vocab.encode_text(s.caption), sc, seed=seed + i)
@@ -124,7 +126,8 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
                             guidance=cfg_scale, seed=seed, temperature=temperature,
                             temperature_schedule=temperature_schedule, top_k=top_k,
-                            history_mask=history_mask, frames=syn.frames)
+                            history_mask=history_mask, code_bias=list(code_bias),
+                            frames=syn.frames)
   scores["per_video"] = [dict(caption=c, **r) for c, r in zip(captions, rows)]
   (out / "scores.json").write_text(json.dumps(_json_safe(scores), indent=1, allow_nan=False))
   Image.fromarray(contact_sheet(videos, captions, rows)).save(out / "contact_sheet.png")
@@ -182,6 +185,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.DEFINE_enum("temperature_schedule", "cumulative", SCHEDULES, "see lumos_jax.sample",
                     flag_values=fv)
   flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)", flag_values=fv)
+  flags.DEFINE_list("code_bias", [], "CODE:BIAS,...: logits added to codes after guidance (the "
+                    "demo: 0:-1, the background patch)", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "video i uses seed + i", flag_values=fv)
   flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=fv)
   flags.DEFINE_string("out", None, "output folder (default: WORKDIR/eval)", flag_values=fv)
@@ -195,8 +200,9 @@ def command(f, args: Sequence[str]) -> int:
   if args:
     raise app.UsageError(f"unexpected arguments {list(args)}: evaluate takes --flags only "
                          "(quote values with spaces)")
+  from lumos_jax.sample.sampler import parse_code_bias
   scores = run(f.workdir, f.n, f.steps, f.guidance, f.seed, f.out, f.temperature_schedule,
-               f.top_k, f.step, f.history_mask, f.temperature)
+               f.top_k, f.step, f.history_mask, f.temperature, parse_code_bias(f.code_bias))
   if f.json:
     print(json.dumps(_json_safe({k: v for k, v in scores.items() if k != "per_video"}),
                      allow_nan=False))

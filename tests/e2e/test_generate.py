@@ -27,7 +27,7 @@ def workdir(tiny_run):
 def _flags(**kw):
   base = dict(mode="t2v", prompt="a red circle moves left", image="", frames=0, height=0, width=0,
               steps=3, guidance=3.0, history_mask=0.7, temperature=1.0,
-              temperature_schedule="cumulative", top_k=0, top_p=1.0)
+              temperature_schedule="cumulative", top_k=0, top_p=1.0, code_bias=[])
   return types.SimpleNamespace(**{**base, **kw})
 
 
@@ -92,7 +92,10 @@ def test_requests_are_checked_before_compiling(workdir, tmp_path):
       (dict(history_mask=-0.1), "--history_mask=-0.1"), (dict(steps=0), "--steps=0"),
       (dict(top_p=0.0), r"--top_p=0.0: expected a probability in \(0, 1\]"),
       (dict(top_p=1.5), "--top_p=1.5"), (dict(top_k=-1), "--top_k=-1"),
-      (dict(temperature=-1.0), "--temperature=-1.0"), (dict(frames=-1), "--frames=-1")]:
+      (dict(temperature=-1.0), "--temperature=-1.0"), (dict(frames=-1), "--frames=-1"),
+      (dict(code_bias=["x"]), "--code_bias item 'x': expected CODE:BIAS"),
+      (dict(code_bias=[f"{n_codes}:-1"]), rf"code_bias=\(\({n_codes}, -1.0\),\): codes must be "
+       rf"distinct visual code indices >= 0 and < code_limit={n_codes}")]:
     with pytest.raises(sample_cli.RequestError, match=message):
       sample_cli.request(_flags(**flag), cfg, vocab)
 
@@ -133,7 +136,7 @@ def test_sampling_reads_only_the_parameters(workdir, tmp_path):
 def test_evaluate_command(workdir, tmp_path, capsys):
   out = tmp_path / "eval"
   assert evaluate.main([f"--workdir={workdir}", "--n=3", "--steps=2", f"--out={out}",
-                        "--json"]) == 0
+                        "--code_bias=0:-1", "--json"]) == 0
   scores = json.loads(capsys.readouterr().out)
   for key in ("shape_acc", "color_acc", "direction_acc"):
     assert 0 <= scores[key] <= 1 and key in scores["chance"] and key in scores["shuffled"]
@@ -141,6 +144,7 @@ def test_evaluate_command(workdir, tmp_path, capsys):
   assert scores["chance"] == {"shape_acc": 0.25, "color_acc": 0.125, "direction_acc": 0.25}
   assert scores["settings"]["n"] == 3 and scores["settings"]["frames"] == 2
   assert scores["settings"]["guidance"] == 3.0 and scores["settings"]["history_mask"] == 0.7
+  assert scores["settings"]["code_bias"] == [[0, -1.0]]
   saved = json.loads((out / "scores.json").read_text())
   assert len(saved["per_video"]) == 3 and saved["shape_acc"] == scores["shape_acc"]
   sheet = iio.imread(out / "contact_sheet.png")
@@ -157,4 +161,6 @@ def test_evaluate_command(workdir, tmp_path, capsys):
     evaluate.main([f"--workdir={workdir}", "stray"])
   with pytest.raises(flags.IllegalFlagValueError, match="history_mask"):
     evaluate.main([f"--workdir={workdir}", "--history_mask=2"])
+  with pytest.raises(ValueError, match="--code_bias item '0': expected CODE:BIAS"):
+    evaluate.main([f"--workdir={workdir}", "--code_bias=0"])
   assert evaluate._json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}

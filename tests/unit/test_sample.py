@@ -69,6 +69,32 @@ def test_cfg_scale_limits(scale, expected):
   assert not (np.asarray(guided[0])[code] == VOCAB.mask).any()  # every code slot decided
 
 
+def test_code_bias_adds_to_the_guided_logits():
+  """Decoding with code_bias equals decoding logits that already carry the bias (guidance is
+  affine, so a bias on both rows is a bias on the guided logits); a large negative bias keeps a
+  code out."""
+  rng = np.random.default_rng(2)
+  block = 3 + 2 * 5 + 1
+  code = np.concatenate([[False] * 3, np.tile(np.arange(5) < 4, 2), [False]])
+  cond = jnp.asarray(rng.normal(size=(block, 6)), jnp.float32)
+  uncond = jnp.asarray(rng.normal(size=(block, 6)), jnp.float32)
+  cur = jnp.asarray(np.where(code, VOCAB.mask, VOCAB.newline)[None].repeat(2, 0))
+  kw = dict(code_slot=code, mask_id=VOCAB.mask, visual_offset=VOCAB.visual_offset)
+  key, sc = jax.random.key(0), dataclasses.replace(SC, steps=5)
+  bias = jnp.zeros(6).at[0].set(-1.5).at[4].set(2.0)
+  with_bias, _ = sample.decode_frame(_fake_logits(cond, uncond), (), cur, key, 1.0,
+                                     sc=dataclasses.replace(sc, code_bias=((0, -1.5), (4, 2.0))),
+                                     **kw)
+  shifted, _ = sample.decode_frame(_fake_logits(cond + bias, uncond + bias), (), cur, key, 1.0,
+                                   sc=sc, **kw)
+  np.testing.assert_array_equal(with_bias, shifted)
+  plain, _ = sample.decode_frame(_fake_logits(cond, uncond), (), cur, key, 1.0, sc=sc, **kw)
+  common = int(np.bincount(np.asarray(plain[0])[code] - VOCAB.visual_offset).argmax())
+  banned, _ = sample.decode_frame(_fake_logits(cond, uncond), (), cur, key, 1.0,
+                                  sc=dataclasses.replace(sc, code_bias=((common, -1e9),)), **kw)
+  assert common + VOCAB.visual_offset not in np.asarray(banned[0])[code]
+
+
 def test_plan_rows_align_frames_and_hide_padding():
   p = sample.plan(VOCAB, VOCAB.encode_text("hi"), SC, strides=(1, 4, 4))
   assert p.ids.shape[0] == 2
@@ -90,6 +116,13 @@ def test_bad_requests():
     sample.SampleConfig(frames=1, height=2, width=2, temperature_schedule="cosine")
   with pytest.raises(ValueError, match="given frames are"):
     sample.plan(VOCAB, [], SC, given=np.zeros((1, 2, 2), int))
+  for bias in (((-1, 1.0),), ((0, 1.0), (0, -1.0)), ((121, 1.0),)):
+    with pytest.raises(ValueError, match="code_bias=.*distinct visual code indices"):
+      sample.SampleConfig(frames=1, height=2, width=2, code_limit=121, code_bias=bias)
+  assert sample.parse_code_bias(["0:-1.5", "7:2"]) == ((0, -1.5), (7, 2.0))
+  for item in ("0", "a:1", "0:x"):
+    with pytest.raises(ValueError, match=f"--code_bias item '{item}': expected CODE:BIAS"):
+      sample.parse_code_bias([item])
 
 
 def test_history_mask_through_cache_equals_masked_history_in_full():
