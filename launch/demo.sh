@@ -35,7 +35,7 @@ stage 2 "one sample"
 # top_k=3: on the 600-step demo model, direction 0.72 -> 0.94 and temporal consistency 0.17 -> 0.31
 # against sampling among all codes (README "Demo run")
 "$python" -m lumos_jax.sample --workdir="$workdir" --prompt="a red circle moves left" --steps=16 \
-  --guidance=3 --top_k=3 --code_bias=0:-1 --out="$workdir/sample.gif"
+  --guidance=3 --top_k=3 --out="$workdir/sample.gif"
 stage 3 "evaluation"
-"$python" -m lumos_jax.synthetic.evaluate --workdir="$workdir" --top_k=3 --code_bias=0:-1
+"$python" -m lumos_jax.synthetic.evaluate --workdir="$workdir" --top_k=3
 echo "== done in $(( $(date +%s) - start )) s: $workdir/sample.gif, $workdir/eval/ =="

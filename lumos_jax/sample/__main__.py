@@ -226,7 +226,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.DEFINE_integer("top_k", 0, "top-k filtering (0: off)", flag_values=fv)
   flags.DEFINE_float("top_p", 1.0, "nucleus filtering (1: off)", flag_values=fv)
   flags.DEFINE_list("code_bias", [], "CODE:BIAS,...: logits added to visual codes after guidance "
-                    "(the demo: 0:-1, its background patch)", flag_values=fv)
+                    "(e.g. 0:-1: the synthetic empty patch e times less likely)", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("out", "sample.gif", "output path: codes go to OUT.npy, synthetic runs' "
                       "videos to OUT.gif and OUT.mp4", flag_values=fv)

@@ -51,10 +51,11 @@ class SampleConfig:
   top_k: int = 0  # 0: off
   top_p: float = 1.0  # 1: off
   code_limit: int = 0  # sample only codes < code_limit (a tokenizer with fewer codes); 0: all
-  # (visual code, logit added after guidance) pairs: -1 makes a code e times less likely. The
-  # demo gives its empty patch (code 0) -1: at an object's edge the chance of a covered patch is
-  # split over many partial-patch codes while the empty patch's is whole, so sampling code by
-  # code eroded the objects (README "Demo run").
+  # (visual code, logit added after guidance) pairs: -1 makes a code e times less likely. E.g.
+  # the demo's empty patch (code 0): at an object's edge the chance of a covered patch is split
+  # over many partial-patch codes while the empty patch's is whole, so sampling code by code
+  # eroded the objects; -1 there helped a model trained without down-weighting that patch
+  # (README "Demo run"; the demo now down-weights it in the loss instead).
   code_bias: tuple[tuple[int, float], ...] = ()
 
   def __post_init__(self):

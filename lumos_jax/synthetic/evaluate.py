@@ -186,7 +186,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                     flag_values=fv)
   flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)", flag_values=fv)
   flags.DEFINE_list("code_bias", [], "CODE:BIAS,...: logits added to codes after guidance (the "
-                    "demo: 0:-1, the background patch)", flag_values=fv)
+                    "empty patch: 0:-1 makes it e times less likely)", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "video i uses seed + i", flag_values=fv)
   flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=fv)
   flags.DEFINE_string("out", None, "output folder (default: WORKDIR/eval)", flag_values=fv)
