@@ -171,6 +171,7 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       synthetic_count=synthetic.TRAIN_COUNT, synthetic_eval_count=synthetic.EVAL_COUNT,
       synthetic_seed=0,
       synthetic_distractors=0,  # uncaptioned objects per synthetic video (the harder variant)
+      synthetic_sizes=(),  # captioned shape widths in cells (odd); () keeps the generator's (5, 7)
       tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       max_consecutive_bad=1_000,  # refused records in a row before the pipeline stops the run

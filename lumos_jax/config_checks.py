@@ -67,6 +67,8 @@ _PROFILE: Check = ((lambda v: _is_seq(v) and (len(v) == 0 or (
 _PATHS: Check = (lambda v: _is_seq(v) and all(isinstance(x, str) for x in v)), "a tuple of paths"
 _WEIGHTS: Check = ((lambda v: v is None or (_is_seq(v) and all(_num(0)[0](x) for x in v))),
                    "None or a tuple of numbers >= 0 (one per data.train directory)")
+_SIZES: Check = ((lambda v: _is_seq(v) and all(_is_int(x) and x >= 1 and x % 2 for x in v)),
+                 "() or a tuple of odd ints >= 1 (shape widths in cells)")
 _DEVICE_IDS: Check = ((lambda v: _is_seq(v) and all(_is_int(x) and x >= 0 for x in v)),
                       "a tuple of ints >= 0")
 
@@ -92,7 +94,8 @@ FIELDS: dict[str, Check] = {
     "data.kind": _choice(DATA_KINDS), "data.train": _PATHS, "data.weights": _WEIGHTS,
     "data.eval": _OPT_STR, "data.synthetic_count": _int(1), "data.synthetic_eval_count": _int(1),
     "data.synthetic_seed": _int(0),
-    "data.synthetic_distractors": _int(0), "data.tfds_name": _STR, "data.tfds_data_dir": _STR,
+    "data.synthetic_distractors": _int(0), "data.synthetic_sizes": _SIZES,
+    "data.tfds_name": _STR, "data.tfds_data_dir": _STR,
     "data.tfds_train_split": _STR, "data.tfds_eval_split": _STR, "data.seq_len": _int(1),
     "data.batch_size": _int(1), "data.max_frames": _int(1), "data.cfg_drop": _num(0, 1),
     "data.workers": _int(0), "data.strides": _STRIDES, "data.max_consecutive_bad": _int(1),

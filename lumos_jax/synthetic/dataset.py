@@ -17,6 +17,7 @@ official layout with the compact vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 
@@ -267,17 +268,37 @@ def write(out_dir, count: int, seed: int, cfg: SyntheticConfig = SyntheticConfig
   progress = Progress(count, "synthetic", log) if log else None
   return records.write_records(out_dir, samples(count, seed, cfg, progress), shard_size=shard_size,
                                vocab=tokens.Vocab.compact(),
-                               args={"command": "synthetic", **dataclasses.asdict(cfg),
-                                     "seed": seed, "count": count})
+                               args=_settings(count, seed, cfg))
+
+
+def _settings(count: int, seed: int, cfg: SyntheticConfig) -> dict:
+  """The generator settings `write` records in a record directory's metadata (JSON types)."""
+  return json.loads(json.dumps({"command": "synthetic", **dataclasses.asdict(cfg), "seed": seed,
+                                "count": count}))
+
+
+def check_written(out_dir, count: int, seed: int, cfg: SyntheticConfig) -> None:
+  """Raises ValueError if the record directory `out_dir` (written by `write`) holds other videos
+  than `write(out_dir, count, seed, cfg)` would: a rerun in a workdir whose dataset was generated
+  for another config must not train on the old videos silently. Settings the metadata lacks
+  (directories written before a field existed) are not compared."""
+  written = records.read_metadata(out_dir).get("args", {})
+  wanted = _settings(count, seed, cfg)
+  differ = {k: (written[k], v) for k, v in wanted.items() if k in written and written[k] != v}
+  if differ:
+    listed = ", ".join(f"{k}={old} (config: {new})" for k, (old, new) in differ.items())
+    raise ValueError(f"{out_dir} was generated with other settings: {listed}. Delete that "
+                     "directory (it is regenerated) or train in a fresh workdir")
 
 
 def config_of_run(run_cfg) -> SyntheticConfig:
   """The video geometry of a training run on this dataset (its frame count is data.max_frames)."""
-  return SyntheticConfig(frames=run_cfg.data.max_frames,
-                         distractors=run_cfg.data.get("synthetic_distractors", 0))
+  return dataclasses.replace(written_config(run_cfg), frames=run_cfg.data.max_frames)
 
 
 def written_config(run_cfg) -> SyntheticConfig:
   """The generator settings a training run writes its dataset with (all frames of the default
-  geometry; the pipeline cuts them to data.max_frames)."""
-  return SyntheticConfig(distractors=run_cfg.data.get("synthetic_distractors", 0))
+  geometry; the pipeline cuts them to data.max_frames): data.synthetic_distractors and
+  data.synthetic_sizes (() keeps the generator's sizes)."""
+  sizes = tuple(run_cfg.data.get("synthetic_sizes", ())) or SyntheticConfig.sizes
+  return SyntheticConfig(distractors=run_cfg.data.get("synthetic_distractors", 0), sizes=sizes)

@@ -32,9 +32,11 @@ def data_sources(cfg, workdir: epath.Path, vocab):
                        f"which must be a local or mounted directory, not {workdir}")
     for split, count, seed in (("train", d.synthetic_count, d.synthetic_seed),
                                ("eval", d.synthetic_eval_count, d.synthetic_seed + 1)):
-      path = workdir / "data" / split
+      path, written = workdir / "data" / split, synthetic.written_config(cfg)
       if jax.process_index() == 0 and not (path / records.METADATA).exists():
-        synthetic.write(path, count, seed, synthetic.written_config(cfg))
+        synthetic.write(path, count, seed, written)
+      elif jax.process_index() == 0:
+        synthetic.check_written(path, count, seed, written)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("synthetic data written")

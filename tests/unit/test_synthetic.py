@@ -199,3 +199,27 @@ def test_synthetic_command_writes_records(tmp_path, capsys):
   summary = json.loads(capsys.readouterr().out)
   assert summary["samples"] == 12 and summary["frames"] == {"8": 12}
   assert summary["resolutions"] == {"8x8": 12} and summary["vocab"] == "compact"
+
+
+def test_run_config_sizes_and_a_stale_dataset(tmp_path):
+  """data.synthetic_sizes reaches the generator (training data, evaluation, sampler tokenizer),
+  and a workdir whose dataset was generated with other settings is refused, naming them."""
+  from etils import epath
+
+  from lumos_jax import config
+  from lumos_jax.train import loop
+  cfg = config.load("tiny")
+  cfg.data.update(kind="synthetic", synthetic_count=6, synthetic_eval_count=2)
+  assert synthetic.written_config(cfg).sizes == SyntheticConfig().sizes  # () keeps the default
+  cfg.data.synthetic_sizes = (7, 9)
+  run_syn = synthetic.config_of_run(cfg)
+  assert run_syn.sizes == (7, 9) and run_syn.frames == cfg.data.max_frames
+  sizes_px = {synthetic.generate(0, i, run_syn).size for i in range(40)}
+  assert sizes_px == {7 * run_syn.cell_px, 9 * run_syn.cell_px}
+  workdir = epath.Path(tmp_path)
+  loop.data_sources(cfg, workdir, config.vocab(cfg))  # writes WORKDIR/data
+  loop.data_sources(cfg, workdir, config.vocab(cfg))  # same settings: reused
+  cfg.data.synthetic_sizes = (5,)
+  with pytest.raises(ValueError, match=r"data/train was generated with other settings: "
+                     r"sizes=\[7, 9\] \(config: \[5\]\)"):
+    loop.data_sources(cfg, workdir, config.vocab(cfg))
