@@ -30,13 +30,15 @@ def data_sources(cfg, workdir: epath.Path, vocab):
     if "://" in str(workdir):  # ArrayRecord shards are written through local files
       raise ValueError(f"config field data.kind='synthetic' writes its records into WORKDIR/data, "
                        f"which must be a local or mounted directory, not {workdir}")
+    written = synthetic.written_config(cfg)
     for split, count, seed in (("train", d.synthetic_count, d.synthetic_seed),
                                ("eval", d.synthetic_eval_count, d.synthetic_seed + 1)):
-      path, written = workdir / "data" / split, synthetic.written_config(cfg)
-      if jax.process_index() == 0 and not (path / records.METADATA).exists():
-        synthetic.write(path, count, seed, written)
-      elif jax.process_index() == 0:
-        synthetic.check_written(path, count, seed, written)
+      path = workdir / "data" / split
+      if jax.process_index() == 0:
+        if (path / records.METADATA).exists():
+          synthetic.check_written(path, count, seed, written)
+        else:
+          synthetic.write(path, count, seed, written)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("synthetic data written")
