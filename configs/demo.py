@@ -2,8 +2,9 @@
 
 Data: 2,000 generated videos (a coloured shape moving left/right/up/down, 8 frames of 8x8 latents
 with the compact vocabulary and byte-level captions), written into WORKDIR/data on the first run;
-training and sampling use their first 4 frames (~340 tokens; see below). Model: 4 layers, d 128, 4 heads / 2 KV heads of 32, MM-RoPE with strides (1, 16, 16)
-(see below); no rematerialisation (tiny activations); per-frame masking (see below).
+training and sampling use their first 4 frames (~340 tokens; see below). Model: 4 layers, d 128,
+4 heads / 2 KV heads of 32, MM-RoPE with strides (1, 16, 16) (see below); no rematerialisation
+(tiny activations); per-frame masking (see below).
 1,200 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached eval
 loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
 

@@ -33,6 +33,7 @@ def get_config():
   cfg.data.synthetic_distractors = 1
   cfg.data.mask.min_ratio = 0.7  # the official floor: the history frames are always masked
   cfg.data.strides = (1, 4, 4)  # the RoPE positions docs/ablations.md was measured with
+  cfg.data.update(max_frames=8, seq_len=648)  # its 8-frame videos (the demo trains on 4)
   return cfg
 
 
