@@ -19,7 +19,7 @@ def get_config():
                          n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
                          max_lookahead=tokens.frame_block_length(8, 8) - 1, remat="none"),
                     vocab="compact")
-  cfg.steps = 1200  # about 7 minutes on 2 CPU cores with launch/demo.sh at the usual speed
+  cfg.steps = 1200  # 663 s of training with launch/demo.sh on a slow day (README "Demo run")
   cfg.checkpoint_every = 100
   cfg.log_every = 10
   cfg.eval_every = 100
