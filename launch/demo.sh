@@ -32,8 +32,8 @@ stage() {  # stage N NAME: a banner with the time spent so far
 stage 1 "dataset + training ($devices CPU devices)"
 "$python" -m lumos_jax.train --config=configs/demo.py --workdir="$workdir"
 stage 2 "one sample"
-# top_k=3: on a 600-step 8-frame demo model, direction 0.72 -> 0.94 and temporal consistency 0.17 -> 0.31
-# against sampling among all codes (README "Demo run")
+# top_k=3: on a 600-step 8-frame demo model, direction 0.72 -> 0.94 and temporal consistency
+# 0.17 -> 0.31 against sampling among all codes (README "Demo run")
 "$python" -m lumos_jax.sample --workdir="$workdir" --prompt="a red circle moves left" --steps=16 \
   --guidance=3 --top_k=3 --out="$workdir/sample.gif"
 stage 3 "evaluation"
