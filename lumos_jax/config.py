@@ -157,7 +157,7 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
   cfg.mesh = (1, -1, 1)  # (data, fsdp, tensor); -1 absorbs the remaining devices
   cfg.model = ml_collections.ConfigDict(dict(
       rope_variant="mm", rope_theta=10000.0, norm_eps=1e-5, dtype="float32", remat="full",
-      attention="xla", attention_block_q=256, init_std=0.02,
+      attention="xla", attention_block_q=256, init_std=0.02, scan_unroll=1,
       max_lookahead=tokens.frame_block_length(48, 84) - 1))  # a 384p frame (48 x 84 latents)
   cfg.model.update(model)
   cfg.optim = ml_collections.ConfigDict(dict(

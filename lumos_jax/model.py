@@ -5,8 +5,9 @@
            training, which only scores visual ids, never touches or slices the text columns)
 
 Layers are created with `nnx.vmap` and applied with `nnx.scan` (one compiled layer body, parameters
-stacked on a leading "layers" axis) under a named remat policy. Parameters are float32; matmuls run
-in `cfg.dtype`. Every parameter carries logical axis names (see sharding.RULES).
+stacked on a leading "layers" axis; `scan_unroll` layers per iteration) under a named remat policy.
+Parameters are float32; matmuls run in `cfg.dtype`. Every parameter carries logical axis names
+(see sharding.RULES).
 
 Two ways to run it:
   model(ids, positions, k_start, k_end) -> hidden            training / full recomputation
@@ -93,8 +94,16 @@ class ModelConfig:
   # (672 x 384 px = 84 x 48 latents, 4,084-token blocks).
   max_lookahead: int = tokens.frame_block_length(48, 84) - 1
   init_std: float = 0.02
+  # Layers per iteration of the layer scan; n_layers unrolls the whole stack. A small model on a
+  # CPU runs faster unrolled: the scan copies each layer's slice of the stacked parameters and
+  # gradients, and XLA schedules and fuses across unrolled layers (the demo: README "Demo run").
+  # Compile time grows with it; the parameters stay stacked either way.
+  scan_unroll: int = 1
 
   def __post_init__(self):
+    if not 1 <= self.scan_unroll <= self.n_layers:
+      raise ValueError(f"model.scan_unroll={self.scan_unroll}: expected 1 .. model.n_layers="
+                       f"{self.n_layers} (layers per iteration of the layer scan)")
     rope.check_head_dim(self.head_dim, self.rope_variant)
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of "
@@ -253,7 +262,7 @@ class Decoder(nnx.Module):
       layer = nnx.remat(layer, policy=remat.layer)
 
     if cache is None:
-      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, unroll=cfg.scan_unroll,
                 transform_metadata={nnx.PARTITION_NAME: "layers"})
       def scan_plain(block, x):
         return layer(block, x, None)[0]
@@ -261,7 +270,7 @@ class Decoder(nnx.Module):
 
     offset = cache["length"]
 
-    @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
+    @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0), unroll=cfg.scan_unroll,
               transform_metadata={nnx.PARTITION_NAME: "layers"})
     def scan_cached(block, x, k_buf, v_buf):
       x, (k_buf, v_buf) = layer(block, x, (k_buf, v_buf, offset))

@@ -79,6 +79,26 @@ def test_remat_policies_agree(policy):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_unrolled_layer_scan_agrees():
+  """scan_unroll changes how the layer stack is compiled, not what it computes: the same gradients
+  (under TINY's remat) and the same KV-cache path."""
+  args, _ = _batch(1, b=2, length=64)
+  unrolled_cfg = dataclasses.replace(TINY, scan_unroll=TINY.n_layers)
+  base, unrolled = Decoder(TINY, rngs=nnx.Rngs(0)), Decoder(unrolled_cfg, rngs=nnx.Rngs(0))
+
+  def grads(model):
+    g, st = nnx.split(model)
+    return jax.jit(jax.grad(lambda st: jnp.sum(nnx.merge(g, st)(*args) ** 2)))(st)
+
+  for a, b in zip(jax.tree.leaves(grads(base)), jax.tree.leaves(grads(unrolled))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  ids, lay = _sequence()
+  whole = tuple(jnp.asarray(x)[None] for x in (ids, lay.positions, lay.k_start, lay.k_end))
+  outs = [m.extend(m.init_cache(1, len(ids)), *whole) for m in (base, unrolled)]
+  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(outs[0][1]["k"], outs[1][1]["k"], rtol=1e-5, atol=1e-6)
+
+
 def _loss_fn(graphdef, args, lay):
   targets = args[0]
   weights = jnp.asarray(lay["code"], jnp.float32)
@@ -137,6 +157,8 @@ def test_config_errors_name_the_field():
     dataclasses.replace(TINY, n_kv_heads=3)
   with pytest.raises(ValueError, match="model.remat"):
     dataclasses.replace(TINY, remat="sometimes")
+  with pytest.raises(ValueError, match="model.scan_unroll=0"):
+    dataclasses.replace(TINY, scan_unroll=0)
   cfg = config.load("tiny")
   cfg.model.vocab_size = 500
   with pytest.raises(ValueError, match="model.vocab_size=500"):
