@@ -3,8 +3,9 @@ classifier-free guidance; text-to-image (1 frame), text-to-video, image-to-video
 
   prompt -> cond sequence  [BOS] text [SEP] [VIDEO_START, dur, fps] given frames... new frames...
             uncond sequence                 [VIDEO_START, dur, fps] given frames... new frames...
-The two run as one batch of 2 rows; the uncond row is right-aligned (front padding it never
-attends to, positions restarting at 0), so every frame block sits at the same cache index in both.
+The two run as one batch of 2 rows, both right-aligned to a multiple of `LENGTH_BUCKET` tokens
+(front padding nothing attends to, positions restarting at 0), so every frame block sits at the
+same cache index in both.
 
 Per new frame: S steps over that frame's block only, against the cached prefix (`write=False`):
 logits over the visual ids, `uncond + g * (cond - uncond)`, sample every unknown code slot, keep
@@ -34,6 +35,10 @@ from flax import nnx
 from lumos_jax import masking, rope, tokens
 
 SCHEDULES = ("cumulative", "per_frame")
+# Both rows are front-padded to a multiple of this many tokens, so that prompts of different
+# lengths share one compilation of the prefill and the frame loop: the demo's evaluation compiled
+# both once per caption length, ~5 s each and most of its time.
+LENGTH_BUCKET = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,8 @@ class SampleConfig:
 
 @dataclasses.dataclass
 class Plan:
-  """The host-side layout of one request: template ids and layout arrays for both rows [2, L]."""
+  """The host-side layout of one request: template ids and layout arrays for both rows [2, L]
+  (row 0 cond, row 1 uncond; L a multiple of `LENGTH_BUCKET`)."""
   ids: np.ndarray
   positions: np.ndarray
   index: np.ndarray
@@ -101,26 +107,28 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
     ids[len(ids) - sc.frames * block:].reshape(sc.frames, block)[:, code_slot] = vocab.mask
     return ids
 
-  cond, uncond = template(list(text_ids)), template(None)
-  lay_c, lay_u = tokens.parse(cond, vocab, strides), tokens.parse(uncond, vocab, strides)
-  pad = len(cond) - len(uncond)
+  cond_ids, uncond_ids = template(list(text_ids)), template(None)
+  length = -(-len(cond_ids) // LENGTH_BUCKET) * LENGTH_BUCKET
+  cond, uncond = (_right_aligned(ids, length, vocab, strides) for ids in (cond_ids, uncond_ids))
+  pattern = masking.history_pattern(tokens.content_length(sc.height, sc.width), sc.history_mask)
+  return Plan(**{k: np.stack([cond[k], uncond[k]]) for k in cond},
+              prefix=length - sc.frames * block, block=block, code_slot=code_slot,
+              history_slot=tokens.block_slots(pattern))
+
+
+def _right_aligned(ids, length: int, vocab: tokens.Vocab, strides) -> dict:
+  """One row's ids and layout arrays [length] (`Plan`'s fields), front-padded to `length`: each
+  padding token attends to itself only (no empty softmax rows) and nothing attends to it; the
+  row's own positions restart at 0 after it, so the padding changes no hidden state."""
+  lay, pad = tokens.parse(ids, vocab, strides), length - len(ids)
   q = np.arange(pad, dtype=np.int32)
 
-  def row1(x, fill):
-    return np.concatenate([fill, x])
+  def front(x, fill):
+    return np.concatenate([fill.astype(x.dtype), x])
 
-  prefix = len(cond) - sc.frames * block
-  pattern = masking.history_pattern(tokens.content_length(sc.height, sc.width), sc.history_mask)
-  pad3 = np.zeros((pad, 3), np.int32)
-  return Plan(
-      ids=np.stack([cond, row1(uncond, np.zeros(pad, np.int32))]),
-      positions=np.stack([lay_c.positions, row1(lay_u.positions, pad3)]),
-      index=np.stack([lay_c.index, row1(lay_u.index, q * 0)]),
-      k_start=np.stack([lay_c.k_start, row1(lay_u.k_start + pad, q)]),
-      k_end=np.stack([lay_c.k_end, row1(lay_u.k_end + pad, q + 1)]),
-      prefix=prefix, block=block,
-      code_slot=code_slot,
-      history_slot=tokens.block_slots(pattern))
+  return dict(ids=front(ids, np.zeros(pad)), positions=front(lay.positions, np.zeros((pad, 3))),
+              index=front(lay.index, q * 0), k_start=front(lay.k_start + pad, q),
+              k_end=front(lay.k_end + pad, q + 1))
 
 
 def parse_code_bias(items) -> tuple[tuple[int, float], ...]:

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from helpers import VOCAB
-from lumos_jax import config
+from lumos_jax import config, rope, tokens
 from lumos_jax.sample import sampler as sample
 from lumos_jax.model import Decoder
 
@@ -109,6 +109,30 @@ def test_plan_rows_align_frames_and_hide_padding():
   p0 = pad + 6  # uncond positions restart at 0: P0 = 6 (LUMOS_REFERENCE.md 1.4)
   np.testing.assert_array_equal(p.positions[1][p0], [6, 6, 6])
   assert p.history_slot.sum() == round(0.5 * 3 * 5)
+
+
+def test_plan_pads_both_rows_and_the_padding_changes_no_hidden_state():
+  text = VOCAB.encode_text("a blue square moves up, then left")
+  p = sample.plan(VOCAB, text, SC, strides=(1, 4, 4))
+  short_text = VOCAB.encode_text("a blue square moves up")
+  short = sample.plan(VOCAB, short_text, SC, strides=(1, 4, 4))
+  frames = np.zeros((SC.frames, SC.height, SC.width), np.int64)
+  n, n_short = (len(tokens.build(list(t), frames, SC.fps, SC.duration, vocab=VOCAB, close=False))
+                for t in (text, short_text))
+  # two template lengths, one padded length: one compilation serves both prompts
+  assert n_short < n and p.ids.shape == short.ids.shape
+  assert p.ids.shape[1] % sample.LENGTH_BUCKET == 0
+  pad = p.ids.shape[1] - n
+  assert pad > 0 and np.all(p.k_start[0][pad:] >= pad)  # the cond row's own tokens skip it
+  ids = p.ids[0, pad:]  # the unpadded template, laid out afresh
+  lay = tokens.parse(ids, VOCAB, (1, 4, 4))
+  model = Decoder(TINY, rngs=nnx.Rngs(4))
+  rope_pos = lambda pos, index: jnp.asarray(rope.rope_positions(pos, index, TINY.rope_variant))
+  unpadded = model(jnp.asarray(ids[None]), rope_pos(lay.positions[None], lay.index[None]),
+                   jnp.asarray(lay.k_start[None]), jnp.asarray(lay.k_end[None]))
+  padded = model(jnp.asarray(p.ids), rope_pos(p.positions, p.index), jnp.asarray(p.k_start),
+                 jnp.asarray(p.k_end))
+  np.testing.assert_allclose(padded[0, pad:], unpadded[0], rtol=1e-5, atol=1e-5)
 
 
 def test_bad_requests():
