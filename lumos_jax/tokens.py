@@ -379,18 +379,19 @@ def pack(layouts: Sequence[Layout], length: int) -> Layout:
   if total > length:
     raise ValueError(f"samples hold {total} tokens, more than the row length {length}")
   parts, offset = [], 0
-  for x in layouts:
+  for x in [*layouts, padding(length - total)]:
     parts.append(dataclasses.replace(x, k_start=x.k_start + offset, k_end=x.k_end + offset))
     offset += len(x)
-  pad = length - total
-  q = np.arange(offset, length, dtype=np.int32)
-  parts.append(Layout(positions=np.zeros((pad, 3), np.int32), index=np.zeros(pad, np.int32),
-                      k_start=q, k_end=q + 1, frame=np.full(pad, -1, np.int32),
-                      content=np.zeros(pad, bool), code=np.zeros(pad, bool),
-                      row=np.full(pad, -1, np.int32), col=np.full(pad, -1, np.int32),
-                      valid=np.zeros(pad, bool)))
   return Layout(**{f.name: np.concatenate([getattr(x, f.name) for x in parts])
                    for f in dataclasses.fields(Layout)})
+
+
+def padding(n: int) -> Layout:
+  """`n` padding tokens at position 0, each attending only to itself (`pack` places them)."""
+  q, minus1 = np.arange(n, dtype=np.int32), lambda: np.full(n, -1, np.int32)
+  return Layout(positions=np.zeros((n, 3), np.int32), index=q * 0, k_start=q, k_end=q + 1,
+                frame=minus1(), content=np.zeros(n, bool), code=np.zeros(n, bool), row=minus1(),
+                col=minus1(), valid=np.zeros(n, bool))
 
 
 def pad(layout: Layout, length: int) -> Layout:

@@ -117,18 +117,13 @@ def plan(vocab: tokens.Vocab, text_ids, sc: SampleConfig, given=None,
 
 
 def _right_aligned(ids, length: int, vocab: tokens.Vocab, strides) -> dict:
-  """One row's ids and layout arrays [length] (`Plan`'s fields), front-padded to `length`: each
-  padding token attends to itself only (no empty softmax rows) and nothing attends to it; the
-  row's own positions restart at 0 after it, so the padding changes no hidden state."""
-  lay, pad = tokens.parse(ids, vocab, strides), length - len(ids)
-  q = np.arange(pad, dtype=np.int32)
-
-  def front(x, fill):
-    return np.concatenate([fill.astype(x.dtype), x])
-
-  return dict(ids=front(ids, np.zeros(pad)), positions=front(lay.positions, np.zeros((pad, 3))),
-              index=front(lay.index, q * 0), k_start=front(lay.k_start + pad, q),
-              k_end=front(lay.k_end + pad, q + 1))
+  """One row's ids and layout arrays [length] (`Plan`'s fields), front-padded to `length` with
+  `tokens.padding` (nothing attends to it; the row's own positions restart at 0 after it), so the
+  padding changes no hidden state."""
+  pad = length - len(ids)
+  lay = tokens.pack([tokens.padding(pad), tokens.parse(ids, vocab, strides)], length)
+  return dict(ids=np.concatenate([np.zeros(pad, ids.dtype), ids]), positions=lay.positions,
+              index=lay.index, k_start=lay.k_start, k_end=lay.k_end)
 
 
 def parse_code_bias(items) -> tuple[tuple[int, float], ...]:
