@@ -94,6 +94,14 @@ def validate(cfg, n_devices: int, n_processes: int = 1):
       errors.append(str(e))
   if shape and ok("data.batch_size", "optim.accum_steps"):
     errors.extend(_batch_errors(cfg, shape[0] * shape[1], n_processes))
+  if cfg.data.kind == "synthetic" and ok("data.synthetic_"):
+    try:
+      synthetic.written_config(cfg)  # sizes, speeds and frames that fit the frame
+    except ValueError as e:
+      d = cfg.data
+      errors.append(f"config fields data.synthetic_frame_px={d.synthetic_frame_px}, "
+                    f"data.synthetic_frames={d.synthetic_frames}, data.synthetic_sizes="
+                    f"{tuple(d.synthetic_sizes)}: the synthetic generator refuses them: {e}")
   if errors:
     raise ConfigError(errors)
   return shape, model_cfg, vocab(cfg)
@@ -172,6 +180,8 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       synthetic_seed=0,
       synthetic_distractors=0,  # uncaptioned objects per synthetic video (the harder variant)
       synthetic_sizes=(),  # captioned shape widths in cells (odd); () keeps the generator's (5, 7)
+      # frame side in pixels and frames per generated video; 0 keeps the generator's 32 and 8
+      synthetic_frame_px=0, synthetic_frames=0,
       tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       max_consecutive_bad=1_000,  # refused records in a row before the pipeline stops the run

@@ -210,6 +210,17 @@ def to_tokens(sample: Sample, tokenizer: PatchTokenizer,
                       fps=cfg.fps, duration=cfg.duration, vocab=vocab, close=True)
 
 
+def max_length(cfg: SyntheticConfig, vocab: tokens.Vocab | None = None) -> int:
+  """The most tokens a video of `cfg` takes (`to_tokens` of the longest caption): the
+  `data.seq_len` that holds every one of them unpacked."""
+  vocab = vocab or tokens.Vocab.compact()
+  caption = " ".join(["a", *(max(words, key=len) for words in (cfg.colours, cfg.shapes)),
+                      "moves", max(cfg.directions, key=len)])
+  codes = np.zeros((cfg.frames, cfg.grid, cfg.grid), np.int32)
+  return len(tokens.build(vocab.encode_text(caption), codes, fps=cfg.fps, duration=cfg.duration,
+                          vocab=vocab, close=True))
+
+
 _CAPTION = re.compile(r"a (\w+) (\w+) moves (\w+)")
 
 
@@ -292,13 +303,19 @@ def check_written(out_dir, count: int, seed: int, cfg: SyntheticConfig) -> None:
 
 
 def config_of_run(run_cfg) -> SyntheticConfig:
-  """The video geometry of a training run on this dataset (its frame count is data.max_frames)."""
-  return dataclasses.replace(written_config(run_cfg), frames=run_cfg.data.max_frames)
+  """The video geometry of a training run on this dataset: the written videos cut to
+  data.max_frames frames."""
+  written = written_config(run_cfg)
+  return dataclasses.replace(written, frames=min(written.frames, run_cfg.data.max_frames))
 
 
 def written_config(run_cfg) -> SyntheticConfig:
-  """The generator settings a training run writes its dataset with (all frames of the default
-  geometry; the pipeline cuts them to data.max_frames): data.synthetic_distractors and
-  data.synthetic_sizes (() keeps the generator's sizes)."""
-  sizes = tuple(run_cfg.data.get("synthetic_sizes", ())) or SyntheticConfig.sizes
-  return SyntheticConfig(distractors=run_cfg.data.get("synthetic_distractors", 0), sizes=sizes)
+  """The generator settings a training run writes its dataset with (the pipeline cuts the videos
+  to data.max_frames): data.synthetic_distractors, data.synthetic_sizes (() keeps the generator's
+  sizes), data.synthetic_frame_px and data.synthetic_frames (0 keeps the generator's). Raises
+  ValueError when no video fits them (`SyntheticConfig`)."""
+  d = run_cfg.data
+  geometry = {"sizes": tuple(d.get("synthetic_sizes", ())) or SyntheticConfig.sizes,
+              "frame_px": d.get("synthetic_frame_px", 0) or SyntheticConfig.frame_px,
+              "frames": d.get("synthetic_frames", 0) or SyntheticConfig.frames}
+  return SyntheticConfig(distractors=d.get("synthetic_distractors", 0), **geometry)

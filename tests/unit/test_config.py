@@ -87,6 +87,12 @@ def _errors(**changes) -> list[str]:
     ({"mesh": (2, 2)}, "mesh=(2, 2): expected 3 ints"),
     ({"vocab": "gpt"}, "vocab='gpt': expected one of ('lumos', 'compact')"),
     ({"distributed.num_processes": -1}, "distributed.num_processes=-1: expected an int >= 0"),
+    ({"data.synthetic_frames": -1}, "data.synthetic_frames=-1: expected an int >= 0"),
+    ({"data.synthetic_frame_px": 26}, "config fields data.synthetic_frame_px=26, "
+     "data.synthetic_frames=0, data.synthetic_sizes=(): the synthetic generator refuses them: "
+     "patch_px=4 must be even and divide frame_px=26"),
+    ({"data.synthetic_frame_px": 16, "data.synthetic_sizes": (9,)}, "no (size, speed) in (9,) x "
+     "(1, 2, 3) fits 8 frames of 16 px"),
     ({"data.batch_size": 4, "optim.accum_steps": 3}, "data.batch_size=4 must be divisible by the "
      "data axes (data x fsdp = 4) times optim.accum_steps=3"),
 ])

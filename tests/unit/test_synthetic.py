@@ -201,6 +201,26 @@ def test_synthetic_command_writes_records(tmp_path, capsys):
   assert summary["resolutions"] == {"8x8": 12} and summary["vocab"] == "compact"
 
 
+def test_run_config_geometry_and_the_longest_video():
+  """data.synthetic_frame_px / synthetic_frames reach the generator (0 keeps its defaults), the run
+  sees them cut to data.max_frames, and `max_length` is the longest video any draw gives."""
+  from lumos_jax import config
+  cfg = config.load("tiny")
+  default = synthetic.written_config(cfg)
+  assert (default.frame_px, default.frames) == (SyntheticConfig.frame_px, SyntheticConfig.frames)
+  cfg.data.update(synthetic_frame_px=24, synthetic_frames=4, max_frames=7)
+  written, run_syn = synthetic.written_config(cfg), synthetic.config_of_run(cfg)
+  assert (written.frame_px, written.grid, written.frames) == (24, 6, 4)
+  assert run_syn.frames == 4  # max_frames 7 cuts nothing from 4-frame videos
+  cfg.data.max_frames = 2
+  assert synthetic.config_of_run(cfg).frames == 2
+  for geometry in (written, SyntheticConfig(frames=2)):
+    tokenizer = synthetic.PatchTokenizer(geometry)
+    lengths = {len(synthetic.to_tokens(synthetic.generate(0, i, geometry), tokenizer))
+               for i in range(300)}
+    assert max(lengths) == synthetic.max_length(geometry), (sorted(lengths), geometry)
+
+
 def test_run_config_sizes_and_a_stale_dataset(tmp_path):
   """data.synthetic_sizes reaches the generator (training data, evaluation, sampler tokenizer),
   and a workdir whose dataset was generated with other settings is refused, naming them."""
