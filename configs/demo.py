@@ -1,40 +1,47 @@
 """The demo: a small Lumos decoder learning the embedded synthetic shape videos on a CPU.
 
-Data: 2,000 generated videos (a coloured shape moving left/right/up/down, 8 frames of 8x8 latents
-with the compact vocabulary and byte-level captions), written into WORKDIR/data on the first run;
-training and sampling use their first 4 frames (~340 tokens; see below). Model: 4 layers, d 128,
-4 heads / 2 KV heads of 32, MM-RoPE with strides (1, 16, 16) (see below); no rematerialisation
-(tiny activations); the 4 layers unrolled (`model.scan_unroll`: 2.35 instead of 1.9 steps/s on
-2 cores, README "Demo run"); per-frame masking (see below).
-1,100 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached eval
-loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
+Data: 2,000 generated videos (a coloured shape moving left/right/up/down, 4 frames of 24 x 24 px:
+6 x 6 latents, 220 tokens at most with the compact vocabulary and byte-level captions), written
+into WORKDIR/data on the first run (see below). Model: 4 layers, d 128, 4 heads / 2 KV heads of
+32, MM-RoPE with strides (1, 16, 16) (see below); no rematerialisation (tiny activations); the 4
+layers unrolled (`model.scan_unroll`: 2.35 instead of 1.9 steps/s on 2 cores, README "Demo
+run"); per-frame masking (see below).
+1,600 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached
+eval loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
 
 Run: launch/demo.sh (train, sample, evaluate; 2 CPU devices and huge pages, +44% steps/s) or
      python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
 """
 from lumos_jax import config, tokens
+from lumos_jax.synthetic import dataset as synthetic
+
+# 4 frames of 24 px (6 x 6 latents), not the generator's 8 of 32 (8 x 8): 220 instead of 644
+# tokens. Against 4 frames cut from the 8 of 32 px (1,100 steps in the same time), over two
+# training seeds (two sampling seeds each): shape 0.57 vs 0.36, colour 1.00 vs 0.98, direction
+# 0.95 vs 0.66, temporal consistency 0.38 vs 0.40 (README "Demo run"). With 8 frames a step took
+# twice as long for a shape drawn in the first frame.
+VIDEO = synthetic.SyntheticConfig(frame_px=24, frames=4)
 
 
 def get_config():
+  grid = VIDEO.grid
   cfg = config.base(dict(vocab_size=840, visual_offset=328, d_model=128, n_layers=4, n_heads=4,
                          n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
-                         max_lookahead=tokens.frame_block_length(8, 8) - 1, remat="none",
+                         max_lookahead=tokens.frame_block_length(grid, grid) - 1, remat="none",
                          scan_unroll=4),
                     vocab="compact")
-  # 1,100 steps, not 1,200: with the evaluation (~40 s) the whole first command fits 10 minutes
-  # at this host's 2.35 steps/s (README "Demo run")
-  cfg.steps = 1100
+  # what fits the first command's 10 minutes with the evaluation at this host's ~3.9 steps/s
+  cfg.steps = 1600
   cfg.checkpoint_every = 100
   cfg.log_every = 10
   cfg.eval_every = 100
   cfg.eval_batches = 2
   cfg.mesh = (-1, 1, 1)
   cfg.optim.update(lr=2e-3, min_lr=1e-4, warmup_steps=30, schedule="cosine", weight_decay=0.0)
-  cfg.data.update(kind="synthetic", seq_len=344, batch_size=8, max_frames=4, strides=(1, 16, 16))
-  # 4 latent frames (1 s clips), not 8: a step takes half the time and the shape is drawn in the
-  # first frame, so twice the steps in the same time. Over two training seeds (two sampling seeds
-  # each) against the 8-frame recipe's 600 steps (three seeds): shape 0.44 vs 0.33, colour 0.99 vs
-  # 0.95, direction 0.67 vs 0.83, temporal consistency 0.47 vs 0.35 (README "Demo run").
+  seq_len = -(-synthetic.max_length(VIDEO) // 8) * 8  # the longest video (220) rounded up to 8
+  cfg.data.update(kind="synthetic", synthetic_frame_px=VIDEO.frame_px,
+                  synthetic_frames=VIDEO.frames, max_frames=VIDEO.frames, seq_len=seq_len,
+                  batch_size=8, strides=(1, 16, 16))
   # MM-RoPE positions advance 16 per latent row and column (one per frame). At head_dim 32 the
   # meta-group gives each spatial axis 6 frequencies, the highest 0.1 (rows) and 0.032 (columns)
   # rad per position, so with (1, 4, 4) neighbouring columns differed by 0.13 rad and the model

@@ -6,7 +6,8 @@ find them by name in a process that imported it):
   lumos_synthetic   the embedded procedural videos (lumos_jax.synthetic.dataset): split `train`
                     is samples 0..train_count-1 of dataset `seed`, split `eval` samples
                     0..eval_count-1 of dataset `seed + 1` (what the trainer writes for
-                    data.kind="synthetic"). Configs: `default` (2000 / 64, seed 0, the demo) and
+                    data.kind="synthetic"). Configs: `default` (2000 / 64, seed 0, the generator's
+                    8 frames of 32 px; the demo trains on 4 of 24 px) and
                     `tiny` (64 / 8, seed 0, configs/tiny.py); `prepare` builds others by name.
   lumos_records     an existing record directory (e.g. written by `python -m lumos_jax.data
                     import-lumos`), given as TFDS's manual_dir: a record directory is split
@@ -154,7 +155,7 @@ class LumosSynthetic(_TokenRecords):
                             "(compact vocabulary), splits train (seed) and eval (seed + 1)."}
   BUILDER_CONFIGS = [
       SyntheticBuilderConfig(name="default", description="2000 train / 64 eval videos, seed 0, "
-                             "8 frames of 32x32 px (configs/demo.py)"),
+                             "8 frames of 32x32 px (the generator's defaults)"),
       SyntheticBuilderConfig(name="tiny", train_count=64, eval_count=8,
                              description="64 train / 8 eval videos, seed 0 (configs/tiny.py)"),
   ]
