@@ -71,7 +71,8 @@ def check_fields(cfg) -> None:
 def validate(cfg, n_devices: int, n_processes: int = 1):
   """Checks a training config before anything loads or compiles: the type and range of every
   field of `base()` (`config_checks.field_errors`), then the mesh against the devices, the model
-  against the vocabulary, and the batch against the data axes, accumulation steps and processes.
+  against the vocabulary, the batch against the data axes, accumulation steps and processes, and
+  a synthetic run's video geometry against what the generator can draw.
 
   Returns (mesh shape, model config, vocabulary); raises ConfigError carrying every problem found,
   one line each (checks of several fields together are left out where one of them is bad).

@@ -191,7 +191,7 @@ def generate(seed: int, index: int, cfg: SyntheticConfig = SyntheticConfig()) ->
     _draw(video, cfg, SHAPES[rng.integers(len(SHAPES))], d_size, _path(rng, cfg, d_size, d_speed,
                                                                        d_dir), others[k])
   _draw(video, cfg, shape, size, centres, colour)  # last: the captioned object is on top
-  return Sample(video=video, caption=f"a {colour} {shape} moves {direction}", shape=shape,
+  return Sample(video=video, caption=caption_of(colour, shape, direction), shape=shape,
                 colour=colour, direction=direction, speed=int(speed), size=int(size * cfg.cell_px),
                 centres=centres.astype(np.float32))
 
@@ -210,12 +210,17 @@ def to_tokens(sample: Sample, tokenizer: PatchTokenizer,
                       fps=cfg.fps, duration=cfg.duration, vocab=vocab, close=True)
 
 
+def caption_of(colour: str, shape: str, direction: str) -> str:
+  """The caption of a video ("a red circle moves left"; `parse_caption` reads it back)."""
+  return f"a {colour} {shape} moves {direction}"
+
+
 def max_length(cfg: SyntheticConfig, vocab: tokens.Vocab | None = None) -> int:
   """The most tokens a video of `cfg` takes (`to_tokens` of the longest caption): the
   `data.seq_len` that holds every one of them unpacked."""
   vocab = vocab or tokens.Vocab.compact()
-  caption = " ".join(["a", *(max(words, key=len) for words in (cfg.colours, cfg.shapes)),
-                      "moves", max(cfg.directions, key=len)])
+  caption = caption_of(*(max(words, key=len) for words in (cfg.colours, cfg.shapes,
+                                                           cfg.directions)))
   codes = np.zeros((cfg.frames, cfg.grid, cfg.grid), np.int32)
   return len(tokens.build(vocab.encode_text(caption), codes, fps=cfg.fps, duration=cfg.duration,
                           vocab=vocab, close=True))
