@@ -159,3 +159,16 @@ def test_a_failing_evaluation_is_reported_and_the_others_go_on(tmp_path, monkeyp
   calls.clear()
   ablations.evaluate_runs(epath.Path(tmp_path), [run], 8, log=log)
   assert calls == [0.0, 0.3, 0.7]
+
+
+def test_ablation_config_trains_on_the_videos_its_report_was_measured_on():
+  """The ablations keep the generator's 8 frames of 32 px with a distractor whatever the demo's
+  geometry, and their seq_len and attention reach hold those videos (the pipeline would refuse
+  every record otherwise)."""
+  from lumos_jax import config, tokens
+  cfg = config.load("configs/sweeps/ablations.py")
+  video = synthetic.config_of_run(cfg)
+  assert (video.frame_px, video.frames, video.distractors) == (32, 8, 1)
+  assert synthetic.max_length(video) <= cfg.data.seq_len
+  assert tokens.frame_block_length(video.grid, video.grid) - 1 <= cfg.model.max_lookahead
+  config.validate(cfg, n_devices=1)
