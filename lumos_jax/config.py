@@ -101,7 +101,8 @@ def validate(cfg, n_devices: int, n_processes: int = 1):
     except ValueError as e:
       d = cfg.data
       errors.append(f"config fields data.synthetic_frame_px={d.synthetic_frame_px}, "
-                    f"data.synthetic_frames={d.synthetic_frames}, data.synthetic_sizes="
+                    f"data.synthetic_frames={d.synthetic_frames}, data.synthetic_cells_per_patch="
+                    f"{d.synthetic_cells_per_patch}, data.synthetic_sizes="
                     f"{tuple(d.synthetic_sizes)}: the synthetic generator refuses them: {e}")
   if errors:
     raise ConfigError(errors)
@@ -181,8 +182,9 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       synthetic_seed=0,
       synthetic_distractors=0,  # uncaptioned objects per synthetic video (the harder variant)
       synthetic_sizes=(),  # captioned shape widths in cells (odd); () keeps the generator's (5, 7)
-      # frame side in pixels and frames per generated video; 0 keeps the generator's 32 and 8
-      synthetic_frame_px=0, synthetic_frames=0,
+      # frame side in pixels, frames per generated video and tokenizer cells per patch side (1 or
+      # 2); 0 keeps the generator's 32, 8 and 2
+      synthetic_frame_px=0, synthetic_frames=0, synthetic_cells_per_patch=0,
       tfds_name="", tfds_data_dir="", tfds_train_split="train", tfds_eval_split="eval",
       seq_len=32_768, batch_size=8, max_frames=7, cfg_drop=0.1, workers=0, strides=(4, 8, 8),
       max_consecutive_bad=1_000,  # refused records in a row before the pipeline stops the run

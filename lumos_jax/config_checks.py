@@ -96,6 +96,7 @@ FIELDS: dict[str, Check] = {
     "data.synthetic_seed": _int(0),
     "data.synthetic_distractors": _int(0), "data.synthetic_sizes": _SIZES,
     "data.synthetic_frame_px": _int(0), "data.synthetic_frames": _int(0),
+    "data.synthetic_cells_per_patch": _int(0),
     "data.tfds_name": _STR, "data.tfds_data_dir": _STR,
     "data.tfds_train_split": _STR, "data.tfds_eval_split": _STR, "data.seq_len": _int(1),
     "data.batch_size": _int(1), "data.max_frames": _int(1), "data.cfg_drop": _num(0, 1),

@@ -3,12 +3,12 @@
   import-lumos INDEX... OUT [--root=ROOT] [--frames=N] [--strict] [--shard_size=K]
       official Lumos-1 pre-tokenized samples -> a record directory (lumos_jax.data.official)
   synthetic OUT [--count=N] [--seed=S] [--frames=T] [--frame_px=P] [--patch_px=Q] [--distractors=D]
-      [--shard_size=K]
+      [--cells_per_patch=K] [--shard_size=K]
       the embedded procedural video dataset -> a record directory (lumos_jax.synthetic.dataset)
   inspect DIR [--json]
       samples, frame counts, latent resolutions, token lengths and bad records of a directory
   tfds NAME DATA_DIR [--records=DIR] [--count=N] [--eval_count=M] [--seed=S] [--frames=T]
-       [--frame_px=P] [--patch_px=Q] [--distractors=D]
+       [--frame_px=P] [--patch_px=Q] [--distractors=D] [--cells_per_patch=K]
       builds the TFDS dataset NAME (lumos_synthetic[/CONFIG], lumos_records[/CONFIG]) into
       DATA_DIR (lumos_jax.data.tfds)
 
@@ -86,6 +86,13 @@ FLAGS: dict[str, Flag] = {
         "synthetic": "pixels per latent cell " + _default("patch_px"),
         "tfds": "lumos_synthetic: pixels per latent cell of a new config " + _default("patch_px")},
         {"lower_bound": 1}),
+    "cells_per_patch": Flag(flags.DEFINE_integer, None, "K", {
+        "synthetic": "drawing cells per latent cell side, 1 or 2 (1: one colour per code; a run "
+                     "trained on it sets data.synthetic_cells_per_patch to the same) "
+                     + _default("cells_per_patch"),
+        "tfds": "lumos_synthetic: drawing cells per latent cell side of a new config "
+                + _default("cells_per_patch")},
+        {"lower_bound": 1}),
     "distractors": Flag(flags.DEFINE_integer, None, "D", {
         "synthetic": "uncaptioned smaller objects per video, occluded by the captioned one (the "
                      "harder variant of the ablations) " + _default("distractors"),
@@ -101,7 +108,7 @@ FLAGS: dict[str, Flag] = {
                 "directory is split train, a directory of them one split per subdirectory"}),
 }
 _GENERATOR_FLAGS = ("count", "eval_count", "seed", "frames", "frame_px", "patch_px",
-                    "distractors")
+                    "distractors", "cells_per_patch")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -175,7 +182,8 @@ def _inspect_run(args: list[str], fv: flags.FlagValues) -> int:
 # ---- synthetic ----------------------------------------------------------------------------------
 
 def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
-  geometry = {k: fv[k].value for k in ("frames", "frame_px", "patch_px", "distractors")
+  geometry = {k: fv[k].value for k in ("frames", "frame_px", "patch_px", "distractors",
+                                       "cells_per_patch")
               if fv[k].value is not None}
   try:
     cfg = synthetic.SyntheticConfig(**geometry)

@@ -129,20 +129,25 @@ class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   frame_px: int = synthetic.SyntheticConfig.frame_px
   patch_px: int = synthetic.SyntheticConfig.patch_px
   distractors: int = synthetic.SyntheticConfig.distractors
+  cells_per_patch: int = synthetic.SyntheticConfig.cells_per_patch
 
   def geometry(self) -> synthetic.SyntheticConfig:
     return synthetic.SyntheticConfig(frame_px=self.frame_px, patch_px=self.patch_px,
-                                     frames=self.frames, distractors=self.distractors)
+                                     frames=self.frames, distractors=self.distractors,
+                                     cells_per_patch=self.cells_per_patch)
 
   def settings(self) -> dict:
     """The generator settings (what the dataset metadata records as `generator`). `distractors`
-    only when there are some: datasets built before the setting existed keep matching."""
+    and `cells_per_patch` only when not the generator's default: datasets built before those
+    settings existed keep matching."""
+    default = synthetic.SyntheticConfig()
     return {f: getattr(self, f) for f in SYNTHETIC_SETTINGS
-            if f != "distractors" or self.distractors}
+            if f not in _LATER_SETTINGS or getattr(self, f) != getattr(default, f)}
 
 
 SYNTHETIC_SETTINGS = ("train_count", "eval_count", "seed", "frames", "frame_px", "patch_px",
-                      "distractors")
+                      "distractors", "cells_per_patch")
+_LATER_SETTINGS = ("distractors", "cells_per_patch")  # recorded only when not the default
 
 
 class LumosSynthetic(_TokenRecords):

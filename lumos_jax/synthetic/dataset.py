@@ -6,11 +6,12 @@ background, staying wholly inside the frame, and is captioned "a red circle move
 ground truth (shape, colour, direction, speed, size, per-frame centres) stays on the `Sample` for
 evaluation.
 
-Shapes are drawn with hard edges on a grid of *cells* of `patch_px // 2` pixels: each pixel takes
-the colour of its cell, and a cell is inside the shape when its centre is. A patch of `patch_px`
-pixels is therefore 2 x 2 cells of at most two colours (background and the shape's), which the
-`PatchTokenizer` stores exactly as one code (colour, 4-bit cell occupancy): decode(encode(video))
-reproduces every generated video bit for bit. With the defaults (32 x 32 frames, 4-pixel patches,
+Shapes are drawn with hard edges on a grid of *cells* of `patch_px // cells_per_patch` pixels:
+each pixel takes the colour of its cell, and a cell is inside the shape when its centre is. A
+patch of `patch_px` pixels is therefore k x k cells (k = `cells_per_patch`, 2 by default) of at
+most two colours (background and the shape's), which the `PatchTokenizer` stores exactly as one
+code (colour, k*k-bit cell occupancy): decode(encode(video)) reproduces every generated video bit
+for bit. With the defaults (32 x 32 frames, 4-pixel patches,
 8 frames) a video is an 8 x 8 latent grid per frame and about 650 tokens (`to_tokens`) in the
 official layout with the compact vocabulary.
 """
@@ -38,9 +39,13 @@ class SyntheticConfig:
   """Video geometry and what the generator may choose from.
 
   frame_px: frame height and width in pixels (a multiple of patch_px).
-  patch_px: tokenizer patch side in pixels (even); the latent grid is frame_px // patch_px square.
+  patch_px: tokenizer patch side in pixels (a multiple of cells_per_patch); the latent grid is
+    frame_px // patch_px square.
+  cells_per_patch: cells per patch side, 2 (a patch holds 2 x 2 cells: 15 partial-patch codes per
+    colour at a shape's edge) or 1 (a patch is one cell: a code is a colour, so a shape's codes
+    move with it); a cell is patch_px // cells_per_patch pixels.
   frames, fps: frames per video and the fps written in the sequence (duration = frames // fps).
-  sizes: shape widths in cells (odd, a cell is patch_px // 2 pixels): 5 and 7 cells = 10 and 14 px.
+  sizes: shape widths in cells (odd): with the default 2-px cells 5 and 7 cells = 10 and 14 px.
   speeds: speeds in pixels per frame; only (size, speed) pairs whose path fits the frame are drawn.
   distractors: uncaptioned objects per video (the harder variant the ablations use): each a shape of
     `distractor_size` cells (smaller than every captioned size, so the captioned object stays the
@@ -51,6 +56,7 @@ class SyntheticConfig:
   """
   frame_px: int = 32
   patch_px: int = 4
+  cells_per_patch: int = 2
   frames: int = 8
   fps: int = 4
   shapes: tuple[str, ...] = SHAPES
@@ -62,8 +68,12 @@ class SyntheticConfig:
   distractor_size: int = 3
 
   def __post_init__(self):
-    if self.patch_px < 2 or self.patch_px % 2 or self.frame_px % self.patch_px:
-      raise ValueError(f"patch_px={self.patch_px} must be even and divide frame_px={self.frame_px}")
+    if self.cells_per_patch not in (1, 2):
+      raise ValueError(f"cells_per_patch={self.cells_per_patch}: expected 1 or 2")
+    if (self.patch_px < self.cells_per_patch or self.patch_px % self.cells_per_patch
+        or self.frame_px % self.patch_px):
+      raise ValueError(f"patch_px={self.patch_px} must be a multiple of cells_per_patch="
+                       f"{self.cells_per_patch} and divide frame_px={self.frame_px}")
     for name, known in (("shapes", SHAPES), ("colours", COLOURS), ("directions", DIRECTIONS)):
       unknown = set(getattr(self, name)) - set(known)
       if unknown or not getattr(self, name):
@@ -87,7 +97,7 @@ class SyntheticConfig:
 
   @property
   def cell_px(self) -> int:
-    return self.patch_px // 2
+    return self.patch_px // self.cells_per_patch
 
   @property
   def grid(self) -> int:
@@ -296,9 +306,11 @@ def _settings(count: int, seed: int, cfg: SyntheticConfig) -> dict:
 def check_written(out_dir, count: int, seed: int, cfg: SyntheticConfig) -> None:
   """Raises ValueError if the record directory `out_dir` (written by `write`) holds other videos
   than `write(out_dir, count, seed, cfg)` would: a rerun in a workdir whose dataset was generated
-  for another config must not train on the old videos silently. Settings the metadata lacks
-  (directories written before a field existed) are not compared."""
+  for another config must not train on the old videos silently. A generator field the metadata
+  lacks (a directory written before the field existed) was its default then."""
   written = records.read_metadata(out_dir).get("args", {})
+  if written:
+    written = {**_settings(0, 0, SyntheticConfig()), "count": count, "seed": seed, **written}
   wanted = _settings(count, seed, cfg)
   differ = {k: (written[k], v) for k, v in wanted.items() if k in written and written[k] != v}
   if differ:
@@ -317,10 +329,12 @@ def config_of_run(run_cfg) -> SyntheticConfig:
 def written_config(run_cfg) -> SyntheticConfig:
   """The generator settings a training run writes its dataset with (the pipeline cuts the videos
   to data.max_frames): data.synthetic_distractors, data.synthetic_sizes (() keeps the generator's
-  sizes), data.synthetic_frame_px and data.synthetic_frames (0 keeps the generator's). Raises
-  ValueError when no video fits them (`SyntheticConfig`)."""
+  sizes), data.synthetic_frame_px, data.synthetic_frames and data.synthetic_cells_per_patch (0
+  keeps the generator's). Raises ValueError when no video fits them (`SyntheticConfig`)."""
   d = run_cfg.data
   geometry = {"sizes": tuple(d.get("synthetic_sizes", ())) or SyntheticConfig.sizes,
               "frame_px": d.get("synthetic_frame_px", 0) or SyntheticConfig.frame_px,
-              "frames": d.get("synthetic_frames", 0) or SyntheticConfig.frames}
+              "frames": d.get("synthetic_frames", 0) or SyntheticConfig.frames,
+              "cells_per_patch": (d.get("synthetic_cells_per_patch", 0)
+                                  or SyntheticConfig.cells_per_patch)}
   return SyntheticConfig(distractors=d.get("synthetic_distractors", 0), **geometry)

@@ -1,8 +1,8 @@
 """The embedded dataset's exact patch tokenizer and its colour palette.
 
 The shapes of `lumos_jax.synthetic.dataset` are drawn on a grid of cells of `cell_px` pixels, each
-cell one palette colour; a tokenizer patch is 2 x 2 cells of at most two colours, stored exactly as
-one code (colour, 4-bit cell occupancy).
+cell one palette colour; a tokenizer patch is k x k cells (k = `cells_per_patch`, 1 or 2) of at
+most two colours, stored exactly as one code (colour, k*k-bit cell occupancy).
 """
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ def cell_colours(video: np.ndarray, cell_px: int) -> np.ndarray:
 
 
 class PatchTokenizer:
-  """Deterministic patch codes: each patch_px patch is 2 x 2 cells of background or one colour.
+  """Deterministic patch codes: each patch_px patch is k x k cells (k = `cfg.cells_per_patch`) of
+  background or one colour.
 
-  Code 0 is an all-background patch; code 1 + 15 * k + (m - 1) is colour k of `COLOURS` on the
-  cells of the 4-bit mask m in 1..15 (bit 1 top-left, 2 top-right, 4 bottom-left, 8 bottom-right
-  cell). That is `n_codes` = 1 + 15 * 8 = 121 codes, whatever the frame or patch size.
+  Code 0 is an all-background patch; code 1 + m_max * c + (m - 1) is colour c of `COLOURS` on the
+  cells of the k*k-bit mask m in 1..m_max = 2**(k*k) - 1 (bit 1 the top-left cell, then row-major).
+  With k = 2 (the generator's default) that is 1 + 15 * 8 = 121 codes, 15 cell masks per colour;
+  with k = 1 each patch is one cell and the 9 codes are the palette indices (the codes of a moving
+  shape are then the shifted codes of the frame before).
 
   Round trip: decode(encode(v)) == v exactly (zero error) for every `generate` video, and for any
   video whose cells are uniform palette colours with at most one non-background colour per patch.
@@ -43,14 +46,16 @@ class PatchTokenizer:
   """
 
   def __init__(self, cfg):
-    """cfg: a `dataset.SyntheticConfig` (its `cell_px` and `patch_px` are used)."""
+    """cfg: a `dataset.SyntheticConfig` (its `cell_px`, `patch_px`, `cells_per_patch` are used)."""
     self.cfg = cfg
-    self.n_codes = 1 + 15 * len(COLOURS)
-    mask = np.arange(1, 16)[:, None] >> np.arange(4) & 1  # [15, 4] cell bits of masks 1..15
+    k = cfg.cells_per_patch
+    self.masks = 2 ** (k * k) - 1  # cell masks per colour
+    self.n_codes = 1 + self.masks * len(COLOURS)
+    mask = np.arange(1, self.masks + 1)[:, None] >> np.arange(k * k) & 1  # [masks, k*k] cell bits
     colour = np.arange(1, len(COLOURS) + 1)[:, None, None]
-    cells = (colour * mask[None]).reshape(-1, 4)  # [8 * 15, 4] palette index per cell
-    # [n_codes, 2, 2] palette index of each cell of each code's patch
-    self.cells = np.concatenate([np.zeros((1, 4), np.int64), cells]).reshape(-1, 2, 2)
+    cells = (colour * mask[None]).reshape(-1, k * k)  # [colours * masks, k*k] palette index
+    # [n_codes, k, k] palette index of each cell of each code's patch
+    self.cells = np.concatenate([np.zeros((1, k * k), np.int64), cells]).reshape(-1, k, k)
 
   def encode(self, video: np.ndarray) -> np.ndarray:
     """uint8 [..., H, W, 3] frames -> int32 [..., H / patch_px, W / patch_px] codes."""
@@ -60,12 +65,13 @@ class PatchTokenizer:
     if h % p or w % p:
       raise ValueError(f"frames {h}x{w} are not a multiple of patch_px={p}")
     cells = cell_colours(video, c)  # [..., h/c, w/c] palette index
-    cells = cells.reshape(*lead, h // p, 2, w // p, 2).swapaxes(-3, -2)
-    cells = cells.reshape(*lead, h // p, w // p, 4)  # the 2 x 2 cells of each patch, row-major
+    k = self.cfg.cells_per_patch
+    cells = cells.reshape(*lead, h // p, k, w // p, k).swapaxes(-3, -2)
+    cells = cells.reshape(*lead, h // p, w // p, k * k)  # the k x k cells of each patch, row-major
     counts = (cells[..., None] == np.arange(1, len(PALETTE))).sum(-2)  # [..., h/p, w/p, colours]
     fg = counts.argmax(-1) + 1  # most frequent shape colour (palette index)
-    mask = ((cells == fg[..., None]) << np.arange(4)).sum(-1)
-    return np.where(mask == 0, 0, 1 + 15 * (fg - 1) + mask - 1).astype(np.int32)
+    mask = ((cells == fg[..., None]) << np.arange(k * k)).sum(-1)
+    return np.where(mask == 0, 0, 1 + self.masks * (fg - 1) + mask - 1).astype(np.int32)
 
   def decode(self, codes: np.ndarray) -> np.ndarray:
     """int [..., h, w] codes -> uint8 [..., h * patch_px, w * patch_px, 3] frames."""
@@ -73,6 +79,7 @@ class PatchTokenizer:
     if codes.size and (codes.min() < 0 or codes.max() >= self.n_codes):
       raise ValueError(f"codes must lie in [0, {self.n_codes}), got [{codes.min()}, {codes.max()}]")
     *lead, h, w = codes.shape
-    cells = self.cells[codes].swapaxes(-3, -2).reshape(*lead, 2 * h, 2 * w)
+    k = self.cfg.cells_per_patch
+    cells = self.cells[codes].swapaxes(-3, -2).reshape(*lead, k * h, k * w)
     c = self.cfg.cell_px
     return PALETTE[cells.repeat(c, axis=-2).repeat(c, axis=-1)]

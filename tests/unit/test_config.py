@@ -89,8 +89,14 @@ def _errors(**changes) -> list[str]:
     ({"distributed.num_processes": -1}, "distributed.num_processes=-1: expected an int >= 0"),
     ({"data.synthetic_frames": -1}, "data.synthetic_frames=-1: expected an int >= 0"),
     ({"data.synthetic_frame_px": 26}, "config fields data.synthetic_frame_px=26, "
-     "data.synthetic_frames=0, data.synthetic_sizes=(): the synthetic generator refuses them: "
-     "patch_px=4 must be even and divide frame_px=26"),
+     "data.synthetic_frames=0, data.synthetic_cells_per_patch=0, data.synthetic_sizes=(): the "
+     "synthetic generator refuses them: patch_px=4 must be a multiple of cells_per_patch=2 and "
+     "divide frame_px=26"),
+    ({"data.synthetic_cells_per_patch": 3}, "data.synthetic_cells_per_patch=3, "
+     "data.synthetic_sizes=(): the synthetic generator refuses them: cells_per_patch=3: expected "
+     "1 or 2"),
+    ({"data.synthetic_cells_per_patch": -1}, "data.synthetic_cells_per_patch=-1: expected an "
+     "int >= 0"),
     ({"data.synthetic_frame_px": 16, "data.synthetic_sizes": (9,)}, "no (size, speed) in (9,) x "
      "(1, 2, 3) fits 8 frames of 16 px"),
     ({"data.batch_size": 4, "optim.accum_steps": 3}, "data.batch_size=4 must be divisible by the "

@@ -127,6 +127,28 @@ def test_tokenizer_projects_other_frames():
   assert TOKENIZER.encode(np.zeros((4, 4, 3), np.uint8))[0, 0] == 0
 
 
+def test_one_cell_patches_code_the_palette_and_move_with_the_shape():
+  """cells_per_patch=1: a code is the cell's palette index (9 codes), every video round-trips,
+  and each frame's codes are the frame before shifted by the cells the shape moved."""
+  cfg = SyntheticConfig(frame_px=32, frames=4, cells_per_patch=1)
+  tok = synthetic.PatchTokenizer(cfg)
+  assert (tok.n_codes, cfg.cell_px, cfg.grid) == (1 + len(synthetic.COLOURS), 4, 8)
+  for index in range(40):
+    s = synthetic.generate(3, index, cfg)
+    codes = tok.encode(s.video)
+    np.testing.assert_array_equal(tok.decode(codes), s.video)
+    colour_code = 1 + list(synthetic.COLOURS).index(s.colour)
+    np.testing.assert_array_equal(np.unique(codes), [0, colour_code])
+    cells = np.floor(s.centres / cfg.cell_px).astype(int)  # [T, 2] the cell holding each centre
+    for t in range(1, cfg.frames):
+      moved = np.roll(codes[t - 1], tuple(cells[t] - cells[t - 1]), axis=(0, 1))
+      np.testing.assert_array_equal(codes[t], moved)
+  with pytest.raises(ValueError, match="cells_per_patch=3: expected 1 or 2"):
+    SyntheticConfig(cells_per_patch=3)
+  with pytest.raises(ValueError, match="patch_px=3 must be a multiple of cells_per_patch=2"):
+    SyntheticConfig(patch_px=3, frame_px=33)
+
+
 def test_sequence_parses_in_the_official_layout():
   for index in range(10):
     s = synthetic.generate(2, index)
@@ -242,4 +264,14 @@ def test_run_config_sizes_and_a_stale_dataset(tmp_path):
   cfg.data.synthetic_sizes = (5,)
   with pytest.raises(ValueError, match=r"data/train was generated with other settings: "
                      r"sizes=\[7, 9\] \(config: \[5\]\)"):
+    loop.data_sources(cfg, workdir, config.vocab(cfg))
+  # a directory written before cells_per_patch existed holds 2-cell patches, the default then
+  cfg.data.synthetic_sizes = (7, 9)
+  meta = workdir / "data" / "train" / "metadata.json"
+  written = json.loads(meta.read_text())
+  del written["args"]["cells_per_patch"]
+  meta.write_text(json.dumps(written))
+  loop.data_sources(cfg, workdir, config.vocab(cfg))
+  cfg.data.update(synthetic_cells_per_patch=1, synthetic_frame_px=64)  # 4-px cells: 7 and 9 fit
+  with pytest.raises(ValueError, match=r"cells_per_patch=2 \(config: 1\)"):
     loop.data_sources(cfg, workdir, config.vocab(cfg))

@@ -55,18 +55,21 @@ def test_synthetic_tfds_equals_the_record_directory(small):
   assert info.version == "1.0.0" and "1.0.0" in tfds_data.LumosSynthetic.RELEASE_NOTES
 
 
-def test_synthetic_tfds_with_distractors_equals_the_record_directory(tmp_path):
-  """--distractors builds the harder variant (recorded in the metadata); without it the metadata
-  keeps no `distractors` key (above), so datasets built before the setting still match."""
-  args = ["--count=3", "--eval_count=0", "--seed=5", "--distractors=1"]
-  assert main(["tfds", "lumos_synthetic/hard", str(tmp_path / "tfds"), *args]) == 0
-  synthetic.write(tmp_path / "train", 3, 5, synthetic.SyntheticConfig(distractors=1), log=None)
-  got = _all(tfds_data.TfdsSource("lumos_synthetic/hard", "train", tmp_path / "tfds"))
+@pytest.mark.parametrize("setting, value", [("distractors", 1), ("cells_per_patch", 1)])
+def test_synthetic_tfds_with_a_later_setting_equals_the_record_directory(tmp_path, setting, value):
+  """--distractors builds the harder variant, --cells_per_patch=1 one-colour codes (each recorded
+  in the metadata); at their defaults the metadata keeps no such key (above), so datasets built
+  before the settings existed still match."""
+  args = ["--count=3", "--eval_count=0", "--seed=5", f"--{setting}={value}"]
+  assert main(["tfds", "lumos_synthetic/variant", str(tmp_path / "tfds"), *args]) == 0
+  geometry = synthetic.SyntheticConfig(**{setting: value})
+  synthetic.write(tmp_path / "train", 3, 5, geometry, log=None)
+  got = _all(tfds_data.TfdsSource("lumos_synthetic/variant", "train", tmp_path / "tfds"))
   assert got == _all(records.RecordSource(tmp_path / "train"))
   assert got != [synthetic.to_record(synthetic.generate(5, i), i, synthetic.PatchTokenizer(
-      synthetic.SyntheticConfig()), VOCAB) for i in range(3)]  # the distractors are drawn
-  info = tfds.builder("lumos_synthetic/hard", data_dir=tmp_path / "tfds").info
-  assert info.metadata["generator"]["distractors"] == 1
+      synthetic.SyntheticConfig()), VOCAB) for i in range(3)]  # the setting made other videos
+  info = tfds.builder("lumos_synthetic/variant", data_dir=tmp_path / "tfds").info
+  assert info.metadata["generator"][setting] == value
 
 
 def test_tfds_source_feeds_the_pipeline_like_the_record_directory(small):
@@ -146,7 +149,8 @@ def test_tfds_command_errors(small, tmp_path, capsys):
       (["tfds", "lumos_records", str(tmp_path), "--seed=1"], "only apply to lumos_synthetic"),
       (["tfds", "lumos_synthetic", str(tmp_path), "--records=x"], "--records is for"),
       (["tfds", "mnist", str(tmp_path)], "expected lumos_synthetic or lumos_records"),
-      (["tfds", "lumos_synthetic/odd", str(tmp_path), "--patch_px=3"], "patch_px=3 must be even"),
+      (["tfds", "lumos_synthetic/odd", str(tmp_path), "--patch_px=3"],
+       "patch_px=3 must be a multiple of cells_per_patch=2"),
       (["tfds", "lumos_synthetic"], "tfds takes NAME DATA_DIR"),
       (["inspect", str(tmp_path), "--records=x"], "inspect takes no --records"),
       (["tfds", "lumos_synthetic", str(tmp_path), "--count=0"], "--count=0"),
