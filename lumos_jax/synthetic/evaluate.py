@@ -7,8 +7,8 @@ Generates one video (text-to-video, `data.max_frames` frames) for each of the fi
 the held-out eval split (the videos written to WORKDIR/data/eval: seed data.synthetic_seed + 1,
 never trained on; with 128 possible captions the captions themselves also occur in training) and
 scores it against its caption with `synthetic.score`: shape and colour accuracy per frame,
-direction accuracy, trajectory error, temporal consistency. Prints a table with three baselines
-beside the model's row:
+direction accuracy, trajectory error, temporal consistency, and the drawn objects' area over the
+true ones'. Prints a table with three baselines beside the model's row:
   chance            uniform guessing over the dataset's shapes / colours / directions
   shuffled          the same generated videos scored against another video's caption (what the
                     model's output distribution alone would get)
@@ -38,7 +38,7 @@ from lumos_jax import cli
 from lumos_jax.synthetic import dataset, score, video
 
 TABLE_KEYS = ("shape_acc", "color_acc", "direction_acc", "trajectory_error_px",
-              "temporal_consistency", "detected")
+              "temporal_consistency", "detected", "area_ratio")
 
 
 def eval_samples(cfg, n: int, syn: dataset.SyntheticConfig) -> list[dataset.Sample]:
@@ -110,7 +110,7 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
     np.save(out / "videos" / f"{i:03d}.npy", codes)
     video.write_captioned(out / "videos" / f"{i:03d}.gif", rgb, s.caption, fps=syn.fps)
     videos.append(rgb)
-    rows.append(score.score(rgb, s.caption, syn))
+    rows.append(score.score(rgb, s.caption, syn, s.video))
     per = (time.perf_counter() - t0) / (i + 1)
     print(f"video {i + 1}/{n}: {s.caption!r} shape {rows[-1]['shape_acc']:.2f} colour "
           f"{rows[-1]['color_acc']:.2f} direction {rows[-1]['direction_acc']:.0f}, "
@@ -121,7 +121,7 @@ def run(workdir: str, n: int, steps: int, cfg_scale: float, seed: int, out: str 
   scores["shuffled"] = score.mean_scores(
       [score.score(v, captions[(i + 1) % n], syn) for i, v in enumerate(videos)])
   scores["dataset"] = score.mean_scores(
-      [score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn)
+      [score.score(tokenizer.decode(tokenizer.encode(s.video)), s.caption, syn, s.video)
        for s in samples])
   scores["settings"] = dict(workdir=str(workdir), checkpoint_step=step, n=n, steps=steps,
                             guidance=cfg_scale, seed=seed, temperature=temperature,

@@ -1,6 +1,6 @@
 """Scores a video against a synthetic caption ("a red circle moves left"): what `evaluate` reports.
 
-Works on the *cell grid* (cells of `patch_px // 2` pixels, the finest detail the patch tokenizer
+Works on the *cell grid* (cells of `cell_px` pixels, the finest detail the patch tokenizer
 keeps). Per frame (`detect`): the dominant non-background colour, its largest 4-connected component
 ("the object"), the shape whose template best overlaps that component (IoU over every position of
 every shape at the dataset's sizes; none below MIN_SHAPE_IOU), and the component's bounding-box
@@ -16,7 +16,11 @@ Per video (`score`):
                          the cross-axis drift); NaN with fewer than 3 detections
   temporal_consistency   fraction of consecutive frame pairs with the same colour and (detected)
                          shape and object areas within a factor `AREA_RATIO`
-The dataset's own videos score 1, 1, 1, <= 0.5 px, 1 (tests/unit/test_evaluate.py).
+  area_ratio             (given the true video) mean over frames with an object of its area
+                         over the true object's: the shape scores accept a template match at IoU
+                         0.5, so a blob 1.5x too large can still count as its shape; this says
+                         how large the drawn objects are
+The dataset's own videos score 1, 1, 1, <= 0.5 px, 1, 1 (tests/unit/test_evaluate.py).
 """
 from __future__ import annotations
 
@@ -179,8 +183,10 @@ def per_frame(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> 
   return _frames(dets, np.stack([d.centre for d in dets]), dataset.parse_caption(caption))
 
 
-def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict:
-  """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring)."""
+def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig,
+          true_video: np.ndarray | None = None) -> dict:
+  """Scores of uint8 [T, H, W, 3] frames against a synthetic caption (module docstring);
+  `area_ratio` too when the caption's own video `true_video` (same shape) is given."""
   truth = dataset.parse_caption(caption)
   dets = detect(video, cfg)
   centres = np.stack([d.centre for d in dets])
@@ -188,7 +194,7 @@ def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict
   same = [a.shape is not None and (a.colour, a.shape) == (b.colour, b.shape)
           and max(a.area, b.area) <= AREA_RATIO * min(a.area, b.area)
           for a, b in zip(dets, dets[1:])]
-  return {
+  out = {
       "shape_acc": float(frames["shape_acc"].mean()),
       "color_acc": float(frames["color_acc"].mean()),
       "direction_acc": float(direction_of(velocity(centres)) == truth["direction"]),
@@ -196,6 +202,10 @@ def score(video: np.ndarray, caption: str, cfg: dataset.SyntheticConfig) -> dict
       "temporal_consistency": float(np.mean(same)) if same else 1.0,
       "detected": float(np.mean([d.colour is not None for d in dets])),
   }
+  if true_video is not None:
+    ratios = [d.area / t.area for d, t in zip(dets, detect(true_video, cfg)) if d.area and t.area]
+    out["area_ratio"] = float(np.mean(ratios)) if ratios else math.nan
+  return out
 
 
 def chance(cfg: dataset.SyntheticConfig) -> dict:

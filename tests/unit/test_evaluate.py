@@ -16,10 +16,10 @@ def samples():
 
 
 def test_dataset_videos_score_perfectly(samples):
-  rows = [ss.score(video, s.caption, CFG) for s, video in samples]
+  rows = [ss.score(video, s.caption, CFG, s.video) for s, video in samples]
   m = ss.mean_scores(rows)
   assert m["shape_acc"] == m["color_acc"] == m["direction_acc"] == 1.0
-  assert m["temporal_consistency"] == m["detected"] == 1.0
+  assert m["temporal_consistency"] == m["detected"] == m["area_ratio"] == 1.0
   # centres move in whole 2-px cells: at most half a cell off the straight constant-speed line
   assert max(r["trajectory_error_px"] for r in rows) <= 0.5 and m["trajectory_scored"] == 60
   for _, video in samples[:10]:  # the object centre is the dataset's own `locate`
@@ -71,7 +71,9 @@ def test_blobs_and_fills_have_no_shape(samples):
   assert r["color_acc"] == 1 and r["shape_acc"] == 0 and r["temporal_consistency"] == 0
   big = np.zeros_like(video)
   big[:, 2:30, 2:30] = video.max((1, 2))[:, None, None]  # a 28-px square (sizes: 10, 14 px)
-  assert ss.score(big, s.caption, CFG)["shape_acc"] == 0
+  r = ss.score(big, s.caption, CFG, s.video)
+  assert r["shape_acc"] == 0 and r["area_ratio"] == pytest.approx((28 / s.size) ** 2)
+  assert "area_ratio" not in ss.score(big, s.caption, CFG)  # only against the true video
   assert ss.score(video, s.caption, CFG)["shape_acc"] == 1
 
 
