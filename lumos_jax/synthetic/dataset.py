@@ -11,9 +11,9 @@ each pixel takes the colour of its cell, and a cell is inside the shape when its
 patch of `patch_px` pixels is therefore k x k cells (k = `cells_per_patch`, 2 by default) of at
 most two colours (background and the shape's), which the `PatchTokenizer` stores exactly as one
 code (colour, k*k-bit cell occupancy): decode(encode(video)) reproduces every generated video bit
-for bit. With the defaults (32 x 32 frames, 4-pixel patches,
-8 frames) a video is an 8 x 8 latent grid per frame and about 650 tokens (`to_tokens`) in the
-official layout with the compact vocabulary.
+for bit. With the defaults (32 x 32 frames, 4-pixel patches, 8 frames) a video is an 8 x 8 latent
+grid per frame and about 650 tokens (`to_tokens`) in the official layout with the compact
+vocabulary.
 """
 from __future__ import annotations
 
