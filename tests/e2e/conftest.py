@@ -3,8 +3,8 @@
 They share one trained run, `tiny_run`: configs/tiny.py for 40 steps with a checkpoint every 10,
 trained once per session. Tests read it and copy it before changing anything.
 
-Every process they start shares one persistent JAX compilation cache (`compilation_cache`): most
-commands compile the same tiny config's functions, which took about half of each run's time.
+Every process they start shares the session's persistent JAX compilation cache (tests/conftest.py):
+most commands compile the same tiny config's functions, which took about half of each run's time.
 """
 import pathlib
 import subprocess
@@ -20,21 +20,6 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if here in item.path.parents:
       item.add_marker(pytest.mark.e2e)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """A JAX compilation cache directory, new each session, for every subprocess started from now on
-  (the environment they inherit; this process's jax read its settings at import and stays
-  uncached). A 40-step tiny run took 24 s instead of 51 s with it, the same losses bit for bit
-  (CPU executables are deterministic; the cache key holds the XLA flags and devices). A process
-  killed mid-write leaves a truncated entry that the next reader warns about and recompiles past.
-  """
-  cache = tmp_path_factory.mktemp("jax_compilation_cache")
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the many sub-second ones too
-    yield cache
 
 
 @pytest.fixture(scope="session")
