@@ -49,11 +49,13 @@ class PatchTokenizer:
     """cfg: a `dataset.SyntheticConfig` (its `cell_px`, `patch_px`, `cells_per_patch` are used)."""
     self.cfg = cfg
     k = cfg.cells_per_patch
-    self.masks = 2 ** (k * k) - 1  # cell masks per colour
-    self.n_codes = 1 + self.masks * len(COLOURS)
-    mask = np.arange(1, self.masks + 1)[:, None] >> np.arange(k * k) & 1  # [masks, k*k] cell bits
+    self.masks_per_colour = 2 ** (k * k) - 1  # non-empty cell masks of a patch
+    self.n_codes = 1 + self.masks_per_colour * len(COLOURS)
+    # [masks_per_colour, k*k] cell bits of masks 1..masks_per_colour
+    mask = np.arange(1, self.masks_per_colour + 1)[:, None] >> np.arange(k * k) & 1
     colour = np.arange(1, len(COLOURS) + 1)[:, None, None]
-    cells = (colour * mask[None]).reshape(-1, k * k)  # [colours * masks, k*k] palette index
+    # [colours * masks_per_colour, k*k] palette index per cell
+    cells = (colour * mask[None]).reshape(-1, k * k)
     # [n_codes, k, k] palette index of each cell of each code's patch
     self.cells = np.concatenate([np.zeros((1, k * k), np.int64), cells]).reshape(-1, k, k)
 
@@ -71,7 +73,7 @@ class PatchTokenizer:
     counts = (cells[..., None] == np.arange(1, len(PALETTE))).sum(-2)  # [..., h/p, w/p, colours]
     fg = counts.argmax(-1) + 1  # most frequent shape colour (palette index)
     mask = ((cells == fg[..., None]) << np.arange(k * k)).sum(-1)
-    return np.where(mask == 0, 0, 1 + self.masks * (fg - 1) + mask - 1).astype(np.int32)
+    return np.where(mask == 0, 0, 1 + self.masks_per_colour * (fg - 1) + mask - 1).astype(np.int32)
 
   def decode(self, codes: np.ndarray) -> np.ndarray:
     """int [..., h, w] codes -> uint8 [..., h * patch_px, w * patch_px, 3] frames."""
