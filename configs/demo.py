@@ -12,7 +12,7 @@ eval loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each
 Run: launch/demo.sh (train, sample, evaluate; 2 CPU devices and huge pages, +44% steps/s) or
      python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
 """
-from lumos_jax import config, tokens
+from lumos_jax import config
 from lumos_jax.synthetic import dataset as synthetic
 
 # 4 frames of 24 px (6 x 6 latents), not the generator's 8 of 32 (8 x 8): 220 instead of 644
@@ -24,11 +24,9 @@ VIDEO = synthetic.SyntheticConfig(frame_px=24, frames=4)
 
 
 def get_config():
-  grid = VIDEO.grid
   cfg = config.base(dict(vocab_size=840, visual_offset=328, d_model=128, n_layers=4, n_heads=4,
                          n_kv_heads=2, head_dim=32, mlp_dim=384, attention_block_q=128,
-                         max_lookahead=tokens.frame_block_length(grid, grid) - 1, remat="none",
-                         scan_unroll=4),
+                         remat="none", scan_unroll=4),
                     vocab="compact")
   # what fits the first command's 10 minutes with the evaluation at this host's ~3.9 steps/s
   cfg.steps = 1600
@@ -38,10 +36,8 @@ def get_config():
   cfg.eval_batches = 2
   cfg.mesh = (-1, 1, 1)
   cfg.optim.update(lr=2e-3, min_lr=1e-4, warmup_steps=30, schedule="cosine", weight_decay=0.0)
-  seq_len = -(-synthetic.max_length(VIDEO) // 8) * 8  # the longest video (220) rounded up to 8
-  cfg.data.update(kind="synthetic", synthetic_frame_px=VIDEO.frame_px,
-                  synthetic_frames=VIDEO.frames, max_frames=VIDEO.frames, seq_len=seq_len,
-                  batch_size=8, strides=(1, 16, 16))
+  cfg.data.update(kind="synthetic", batch_size=8, strides=(1, 16, 16))
+  synthetic.use_geometry(cfg, VIDEO)  # seq_len 224 (the longest video, 220), max_lookahead 45
   # MM-RoPE positions advance 16 per latent row and column (one per frame). At head_dim 32 the
   # meta-group gives each spatial axis 6 frequencies, the highest 0.1 (rows) and 0.032 (columns)
   # rad per position, so with (1, 4, 4) neighbouring columns differed by 0.13 rad and the model

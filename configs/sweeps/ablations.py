@@ -14,7 +14,7 @@ them, and writes docs/ablations.md.
 Run: python -m lumos_jax.synthetic.ablations --workdir=/tmp/lumos_ablations
      (training only: python -m lumos_jax.sweep configs/sweeps/ablations.py --workdir=...)
 """
-from lumos_jax import config, tokens
+from lumos_jax import config
 from lumos_jax.synthetic import dataset as synthetic
 
 # The videos docs/ablations.md was measured on: the generator's 8 frames of 32 px (8 x 8 latents),
@@ -34,10 +34,7 @@ def get_config():
   cfg.eval_every = STEPS
   cfg.eval_batches = 8  # the whole 64-video eval split: the per-frame losses of claim 2
   cfg.log_every = 50
-  cfg.data.update(synthetic_distractors=VIDEO.distractors, synthetic_frame_px=VIDEO.frame_px,
-                  synthetic_frames=VIDEO.frames, max_frames=VIDEO.frames,
-                  seq_len=-(-synthetic.max_length(VIDEO) // 8) * 8)
-  cfg.model.max_lookahead = tokens.frame_block_length(VIDEO.grid, VIDEO.grid) - 1
+  synthetic.use_geometry(cfg, VIDEO)  # seq_len 648, max_lookahead for 8 x 8 frames
   cfg.data.mask.min_ratio = 0.7  # the official floor: the history frames are always masked
   cfg.data.strides = (1, 4, 4)  # the RoPE positions docs/ablations.md was measured with
   return cfg

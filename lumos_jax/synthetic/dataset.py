@@ -326,6 +326,18 @@ def config_of_run(run_cfg) -> SyntheticConfig:
   return dataclasses.replace(written, frames=min(written.frames, run_cfg.data.max_frames))
 
 
+def use_geometry(run_cfg, video: SyntheticConfig) -> None:
+  """Sets a run config to train on whole videos of `video`'s geometry (what `written_config` reads
+  back): data.synthetic_frame_px, synthetic_frames, synthetic_cells_per_patch and
+  synthetic_distractors; data.max_frames (every frame); data.seq_len (the longest video,
+  `max_length`, rounded up to 8); model.max_lookahead (one frame block)."""
+  run_cfg.data.update(synthetic_frame_px=video.frame_px, synthetic_frames=video.frames,
+                      synthetic_cells_per_patch=video.cells_per_patch,
+                      synthetic_distractors=video.distractors, max_frames=video.frames,
+                      seq_len=-(-max_length(video) // 8) * 8)
+  run_cfg.model.max_lookahead = tokens.frame_block_length(video.grid, video.grid) - 1
+
+
 def written_config(run_cfg) -> SyntheticConfig:
   """The generator settings a training run writes its dataset with (the pipeline cuts the videos
   to data.max_frames): data.synthetic_distractors, data.synthetic_sizes (() keeps the generator's
