@@ -103,7 +103,8 @@ def validate(cfg, n_devices: int, n_processes: int = 1):
       errors.append(f"config fields data.synthetic_frame_px={d.synthetic_frame_px}, "
                     f"data.synthetic_frames={d.synthetic_frames}, data.synthetic_cells_per_patch="
                     f"{d.synthetic_cells_per_patch}, data.synthetic_sizes="
-                    f"{tuple(d.synthetic_sizes)}: the synthetic generator refuses them: {e}")
+                    f"{tuple(d.synthetic_sizes)}, data.synthetic_speeds="
+                    f"{tuple(d.synthetic_speeds)}: the synthetic generator refuses them: {e}")
   if errors:
     raise ConfigError(errors)
   return shape, model_cfg, vocab(cfg)
@@ -182,6 +183,7 @@ def base(model: dict, *, vocab: str) -> ml_collections.ConfigDict:
       synthetic_seed=0,
       synthetic_distractors=0,  # uncaptioned objects per synthetic video (the harder variant)
       synthetic_sizes=(),  # captioned shape widths in cells (odd); () keeps the generator's (5, 7)
+      synthetic_speeds=(),  # captioned speeds in px/frame; () keeps the generator's (1, 2, 3)
       # frame side in pixels, frames per generated video and tokenizer cells per patch side (1 or
       # 2); 0 keeps the generator's 32, 8 and 2
       synthetic_frame_px=0, synthetic_frames=0, synthetic_cells_per_patch=0,

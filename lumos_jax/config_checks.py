@@ -69,6 +69,8 @@ _WEIGHTS: Check = ((lambda v: v is None or (_is_seq(v) and all(_num(0)[0](x) for
                    "None or a tuple of numbers >= 0 (one per data.train directory)")
 _SIZES: Check = ((lambda v: _is_seq(v) and all(_is_int(x) and x >= 1 and x % 2 for x in v)),
                  "() or a tuple of odd ints >= 1 (shape widths in cells)")
+_SPEEDS: Check = ((lambda v: _is_seq(v) and all(_is_int(x) and x >= 1 for x in v)),
+                  "() or a tuple of ints >= 1 (pixels per frame)")
 _DEVICE_IDS: Check = ((lambda v: _is_seq(v) and all(_is_int(x) and x >= 0 for x in v)),
                       "a tuple of ints >= 0")
 
@@ -95,6 +97,7 @@ FIELDS: dict[str, Check] = {
     "data.eval": _OPT_STR, "data.synthetic_count": _int(1), "data.synthetic_eval_count": _int(1),
     "data.synthetic_seed": _int(0),
     "data.synthetic_distractors": _int(0), "data.synthetic_sizes": _SIZES,
+    "data.synthetic_speeds": _SPEEDS,
     "data.synthetic_frame_px": _int(0), "data.synthetic_frames": _int(0),
     "data.synthetic_cells_per_patch": _int(0),
     "data.tfds_name": _STR, "data.tfds_data_dir": _STR,

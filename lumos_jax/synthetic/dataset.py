@@ -327,12 +327,14 @@ def config_of_run(run_cfg) -> SyntheticConfig:
 
 
 def use_geometry(run_cfg, video: SyntheticConfig) -> None:
-  """Sets a run config to train on whole videos of `video`'s geometry (what `written_config` reads
-  back): data.synthetic_frame_px, synthetic_frames, synthetic_cells_per_patch and
-  synthetic_distractors; data.max_frames (every frame); data.seq_len (the longest video,
-  `max_length`, rounded up to 8); model.max_lookahead (one frame block)."""
+  """Sets a run config to train on whole videos of `video`'s geometry and motions (what
+  `written_config` reads back): data.synthetic_frame_px, synthetic_frames,
+  synthetic_cells_per_patch, synthetic_sizes, synthetic_speeds and synthetic_distractors;
+  data.max_frames (every frame); data.seq_len (the longest video, `max_length`, rounded up to 8);
+  model.max_lookahead (one frame block)."""
   run_cfg.data.update(synthetic_frame_px=video.frame_px, synthetic_frames=video.frames,
                       synthetic_cells_per_patch=video.cells_per_patch,
+                      synthetic_sizes=video.sizes, synthetic_speeds=video.speeds,
                       synthetic_distractors=video.distractors, max_frames=video.frames,
                       seq_len=-(-max_length(video) // 8) * 8)
   run_cfg.model.max_lookahead = tokens.frame_block_length(video.grid, video.grid) - 1
@@ -340,11 +342,12 @@ def use_geometry(run_cfg, video: SyntheticConfig) -> None:
 
 def written_config(run_cfg) -> SyntheticConfig:
   """The generator settings a training run writes its dataset with (the pipeline cuts the videos
-  to data.max_frames): data.synthetic_distractors, data.synthetic_sizes (() keeps the generator's
-  sizes), data.synthetic_frame_px, data.synthetic_frames and data.synthetic_cells_per_patch (0
-  keeps the generator's). Raises ValueError when no video fits them (`SyntheticConfig`)."""
+  to data.max_frames): data.synthetic_distractors, data.synthetic_sizes and synthetic_speeds (()
+  keeps the generator's), data.synthetic_frame_px, synthetic_frames and synthetic_cells_per_patch
+  (0 keeps the generator's). Raises ValueError when no video fits them (`SyntheticConfig`)."""
   d = run_cfg.data
   geometry = {"sizes": tuple(d.get("synthetic_sizes", ())) or SyntheticConfig.sizes,
+              "speeds": tuple(d.get("synthetic_speeds", ())) or SyntheticConfig.speeds,
               "frame_px": d.get("synthetic_frame_px", 0) or SyntheticConfig.frame_px,
               "frames": d.get("synthetic_frames", 0) or SyntheticConfig.frames,
               "cells_per_patch": (d.get("synthetic_cells_per_patch", 0)

@@ -89,12 +89,16 @@ def _errors(**changes) -> list[str]:
     ({"distributed.num_processes": -1}, "distributed.num_processes=-1: expected an int >= 0"),
     ({"data.synthetic_frames": -1}, "data.synthetic_frames=-1: expected an int >= 0"),
     ({"data.synthetic_frame_px": 26}, "config fields data.synthetic_frame_px=26, "
-     "data.synthetic_frames=0, data.synthetic_cells_per_patch=0, data.synthetic_sizes=(): the "
-     "synthetic generator refuses them: patch_px=4 must be a multiple of cells_per_patch=2 and "
-     "divide frame_px=26"),
+     "data.synthetic_frames=0, data.synthetic_cells_per_patch=0, data.synthetic_sizes=(), "
+     "data.synthetic_speeds=(): the synthetic generator refuses them: patch_px=4 must be a "
+     "multiple of cells_per_patch=2 and divide frame_px=26"),
     ({"data.synthetic_cells_per_patch": 3}, "data.synthetic_cells_per_patch=3, "
-     "data.synthetic_sizes=(): the synthetic generator refuses them: cells_per_patch=3: expected "
-     "1 or 2"),
+     "data.synthetic_sizes=(), data.synthetic_speeds=(): the synthetic generator refuses them: "
+     "cells_per_patch=3: expected 1 or 2"),
+    ({"data.synthetic_speeds": (0,)}, "data.synthetic_speeds=(0,): expected () or a tuple of ints "
+     ">= 1 (pixels per frame)"),
+    ({"data.synthetic_frame_px": 16, "data.synthetic_speeds": (9,)}, "no (size, speed) in (5, 7) "
+     "x (9,) fits 8 frames of 16 px"),
     ({"data.synthetic_cells_per_patch": -1}, "data.synthetic_cells_per_patch=-1: expected an "
      "int >= 0"),
     ({"data.synthetic_frame_px": 16, "data.synthetic_sizes": (9,)}, "no (size, speed) in (9,) x "

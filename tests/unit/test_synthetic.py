@@ -243,6 +243,19 @@ def test_run_config_geometry_and_the_longest_video():
     assert max(lengths) == synthetic.max_length(geometry), (sorted(lengths), geometry)
 
 
+def test_use_geometry_round_trips_and_speeds_reach_the_generator():
+  """`use_geometry` sets every generator field `written_config` reads back (sizes and speeds too),
+  and data.synthetic_speeds decides how far the shapes move."""
+  from lumos_jax import config
+  cfg = config.load("tiny")
+  video = SyntheticConfig(frame_px=24, frames=4, sizes=(5,), speeds=(4,))
+  synthetic.use_geometry(cfg, video)
+  assert synthetic.written_config(cfg) == video
+  assert {synthetic.generate(0, i, video).speed for i in range(20)} == {4}
+  cfg.data.synthetic_speeds = ()  # () keeps the generator's
+  assert synthetic.written_config(cfg).speeds == SyntheticConfig.speeds
+
+
 def test_run_config_sizes_and_a_stale_dataset(tmp_path):
   """data.synthetic_sizes reaches the generator (training data, evaluation, sampler tokenizer),
   and a workdir whose dataset was generated with other settings is refused, naming them."""
