@@ -250,8 +250,9 @@ def test_use_geometry_round_trips_and_speeds_reach_the_generator():
   cfg = config.load("tiny")
   video = SyntheticConfig(frame_px=24, frames=4, sizes=(5,), speeds=(4,))
   synthetic.use_geometry(cfg, video)
-  assert synthetic.written_config(cfg) == video
-  assert {synthetic.generate(0, i, video).speed for i in range(20)} == {4}
+  written = synthetic.written_config(cfg)
+  assert written == video
+  assert {synthetic.generate(0, i, written).speed for i in range(20)} == {4}
   cfg.data.synthetic_speeds = ()  # () keeps the generator's
   assert synthetic.written_config(cfg).speeds == SyntheticConfig.speeds
 
