@@ -181,14 +181,19 @@ class CountRefused(grain.transforms.Filter):
     self.limit, self.why = limit, why  # why: what the limit is, for the error
     self.streak = collections.Counter()  # reason -> refusals since the last usable record
     self.longest: dict[str, int] = {}  # reason -> longest refused record in the streak
+    # reason -> the streak's first such record: its own message keeps the numbers (the value to
+    # raise a field to) that the reason generalises away
+    self.first: dict[str, Refused] = {}
     self.total = collections.Counter()  # reason -> refusals ever (for the warning rate)
 
   def filter(self, element) -> bool:
     if not isinstance(element, Refused):
       self.streak.clear()
       self.longest.clear()
+      self.first.clear()
       return True
     reason = element.reason
+    self.first.setdefault(reason, element)
     self.streak[reason] += 1
     self.total[reason] += 1
     if element.length is not None:
@@ -199,11 +204,17 @@ class CountRefused(grain.transforms.Filter):
     return False
 
   def summary(self) -> str:
-    """'N of N consecutive records refused: COUNT REASON (the longest is L); ...'."""
+    """'N of N consecutive records refused: COUNT REASON (the longest is L) (e.g. record R:
+    MESSAGE); ...' (the example where the message says more than its reason)."""
     n = self.streak.total()
-    parts = [f"{count:,} {reason}" + (f" (the longest is {self.longest[reason]:,} tokens)"
-                                      if reason in self.longest else "")
-             for reason, count in self.streak.most_common()]
+    parts = []
+    for reason, count in self.streak.most_common():
+      first = self.first[reason]
+      parts.append(f"{count:,} {reason}"
+                   + (f" (the longest is {self.longest[reason]:,} tokens)"
+                      if reason in self.longest else "")
+                   + (f" (e.g. record {first.record_id}: {first.message})"
+                      if first.message != reason else ""))
     return (f"{n:,} of {n:,} consecutive records refused ({self.why}): "
             f"{'; '.join(parts)}. No usable example: check the records and the config fields "
             f"named here")

@@ -137,6 +137,14 @@ def test_frames_beyond_the_attention_lookahead_are_refused(caplog):
                  if tokens.parse(np.array(r["tokens"]), VOCAB).max_lookahead > 10]
   assert long_frames and len(out) == len(records) - len(long_frames)
   assert any("model.max_lookahead=10" in r.getMessage() for r in caplog.records)
+  # when every record is refused, the error keeps one record's own message: the value to raise
+  # max_lookahead to, which the reason (numbers generalised) loses
+  cfg = dataclasses.replace(cfg, max_lookahead=1, max_consecutive_bad=len(records))
+  it = iter(pipeline.build([records], cfg, VOCAB, process_index=0, process_count=1))
+  with pytest.raises(pipeline.NothingUsable,
+                     match=r"\(e\.g\. record \S+: a frame block reaches \d+ keys ahead .* raise "
+                     r"model\.max_lookahead to at least \d+ "):
+    next(it)
 
 
 def test_a_pipeline_with_no_usable_record_stops_with_the_reasons():
