@@ -3,12 +3,13 @@
   import-lumos INDEX... OUT [--root=ROOT] [--frames=N] [--strict] [--shard_size=K]
       official Lumos-1 pre-tokenized samples -> a record directory (lumos_jax.data.official)
   synthetic OUT [--count=N] [--seed=S] [--frames=T] [--frame_px=P] [--patch_px=Q] [--distractors=D]
-      [--cells_per_patch=K] [--shard_size=K]
+      [--cells_per_patch=K] [--sizes=N,...] [--speeds=N,...] [--shard_size=K]
       the embedded procedural video dataset -> a record directory (lumos_jax.synthetic.dataset)
   inspect DIR [--json]
       samples, frame counts, latent resolutions, token lengths and bad records of a directory
   tfds NAME DATA_DIR [--records=DIR] [--count=N] [--eval_count=M] [--seed=S] [--frames=T]
-       [--frame_px=P] [--patch_px=Q] [--distractors=D] [--cells_per_patch=K]
+       [--frame_px=P] [--patch_px=Q] [--distractors=D] [--cells_per_patch=K] [--sizes=N,...]
+       [--speeds=N,...]
       builds the TFDS dataset NAME (lumos_synthetic[/CONFIG], lumos_records[/CONFIG]) into
       DATA_DIR (lumos_jax.data.tfds)
 
@@ -100,6 +101,16 @@ FLAGS: dict[str, Flag] = {
                 "a run trained on it sets data.synthetic_distractors to the same number, which "
                 "its evaluation reads)"},
         {"lower_bound": 0}),
+    "sizes": Flag(flags.DEFINE_list, None, "N,...", {
+        "synthetic": "captioned shape widths in cells, odd (a run trained on it sets "
+                     "data.synthetic_sizes to the same) " + _default("sizes"),
+        "tfds": "lumos_synthetic: captioned shape widths in cells of a new config "
+                + _default("sizes")}),
+    "speeds": Flag(flags.DEFINE_list, None, "N,...", {
+        "synthetic": "captioned speeds in pixels per frame (a run trained on it sets "
+                     "data.synthetic_speeds to the same) " + _default("speeds"),
+        "tfds": "lumos_synthetic: captioned speeds in pixels per frame of a new config "
+                + _default("speeds")}),
     "json": Flag(flags.DEFINE_boolean, False, "", {
         "inspect": "print one JSON object: samples, frames {T: count}, resolutions {HxW: count}, "
                    "lengths {min, max, mean, total, histogram}, bad, bad_records, vocab"}),
@@ -108,7 +119,26 @@ FLAGS: dict[str, Flag] = {
                 "directory is split train, a directory of them one split per subdirectory"}),
 }
 _GENERATOR_FLAGS = ("count", "eval_count", "seed", "frames", "frame_px", "patch_px",
-                    "distractors", "cells_per_patch")
+                    "distractors", "cells_per_patch", "sizes", "speeds")
+_GEOMETRY_FLAGS = ("frames", "frame_px", "patch_px", "distractors", "cells_per_patch", "sizes",
+                   "speeds")  # the SyntheticConfig fields among them
+
+
+def _given(fv: flags.FlagValues, names: Sequence[str]) -> dict:
+  """{name: value} of the flags among `names` that were given, the lists (--sizes, --speeds) as
+  tuples of ints; ValueError naming the flag when an item is not an integer."""
+  out = {}
+  for name in names:
+    value = fv[name].value
+    if isinstance(value, list):
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise ValueError(f"--{name}={','.join(value)}: expected integers separated by commas, "
+                         f"e.g. --{name}=5,7") from None
+    if value is not None:
+      out[name] = value
+  return out
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -182,11 +212,8 @@ def _inspect_run(args: list[str], fv: flags.FlagValues) -> int:
 # ---- synthetic ----------------------------------------------------------------------------------
 
 def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
-  geometry = {k: fv[k].value for k in ("frames", "frame_px", "patch_px", "distractors",
-                                       "cells_per_patch")
-              if fv[k].value is not None}
   try:
-    cfg = synthetic.SyntheticConfig(**geometry)
+    cfg = synthetic.SyntheticConfig(**_given(fv, _GEOMETRY_FLAGS))
   except ValueError as e:
     return _usage_error(f"synthetic: {e}")
   count = synthetic.TRAIN_COUNT if fv.count is None else fv.count
@@ -205,9 +232,10 @@ def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
 def _tfds_run(args: list[str], fv: flags.FlagValues) -> int:
   name, data_dir = args
   from lumos_jax.data import tfds as tfds_data  # tensorflow_datasets only for this command
-  settings = {"train_count" if k == "count" else k: fv[k].value for k in _GENERATOR_FLAGS}
   given = [f"--{k}" for k in _GENERATOR_FLAGS if fv[k].present]
   try:
+    settings = {"train_count" if k == "count" else k: v
+                for k, v in _given(fv, _GENERATOR_FLAGS).items()}
     dataset, kwargs = tfds_data.parse_name(name)
     if dataset == tfds_data.SYNTHETIC:
       tfds_data.synthetic_config(kwargs.get("config"), **settings)  # predefined or new, valid

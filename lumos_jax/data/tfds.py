@@ -130,24 +130,33 @@ class SyntheticBuilderConfig(tfds.core.BuilderConfig):
   patch_px: int = synthetic.SyntheticConfig.patch_px
   distractors: int = synthetic.SyntheticConfig.distractors
   cells_per_patch: int = synthetic.SyntheticConfig.cells_per_patch
+  sizes: tuple[int, ...] = synthetic.SyntheticConfig.sizes
+  speeds: tuple[int, ...] = synthetic.SyntheticConfig.speeds
 
   def geometry(self) -> synthetic.SyntheticConfig:
     return synthetic.SyntheticConfig(frame_px=self.frame_px, patch_px=self.patch_px,
                                      frames=self.frames, distractors=self.distractors,
-                                     cells_per_patch=self.cells_per_patch)
+                                     cells_per_patch=self.cells_per_patch,
+                                     sizes=tuple(self.sizes), speeds=tuple(self.speeds))
 
   def settings(self) -> dict:
-    """The generator settings (what the dataset metadata records as `generator`). `distractors`
-    and `cells_per_patch` only when not the generator's default: datasets built before those
-    settings existed keep matching."""
+    """The generator settings (what the dataset metadata records as `generator`, in JSON types:
+    sizes and speeds as lists). The later settings (`_LATER_SETTINGS`) only when not the
+    generator's default: datasets built before those settings existed keep matching."""
     default = synthetic.SyntheticConfig()
-    return {f: getattr(self, f) for f in SYNTHETIC_SETTINGS
-            if f not in _LATER_SETTINGS or getattr(self, f) != getattr(default, f)}
+    mine = {f: _as_json(getattr(self, f)) for f in SYNTHETIC_SETTINGS}
+    return {f: v for f, v in mine.items()
+            if f not in _LATER_SETTINGS or v != _as_json(getattr(default, f))}
+
+
+def _as_json(value):
+  """A tuple (sizes, speeds) as a list, as the metadata's JSON gives it back."""
+  return list(value) if isinstance(value, tuple) else value
 
 
 SYNTHETIC_SETTINGS = ("train_count", "eval_count", "seed", "frames", "frame_px", "patch_px",
-                      "distractors", "cells_per_patch")
-_LATER_SETTINGS = ("distractors", "cells_per_patch")  # recorded only when not the default
+                      "distractors", "cells_per_patch", "sizes", "speeds")
+_LATER_SETTINGS = ("distractors", "cells_per_patch", "sizes", "speeds")  # recorded if not default
 
 
 class LumosSynthetic(_TokenRecords):

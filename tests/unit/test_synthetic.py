@@ -223,6 +223,29 @@ def test_synthetic_command_writes_records(tmp_path, capsys):
   assert summary["resolutions"] == {"8x8": 12} and summary["vocab"] == "compact"
 
 
+def test_synthetic_command_takes_sizes_and_speeds(tmp_path, capsys):
+  """--sizes / --speeds reach the generator (the videos are the SyntheticConfig's) and its
+  metadata; a non-integer item or an impossible value is a usage error naming the flag."""
+  from lumos_jax.data import __main__ as cli
+  from lumos_jax.data import records
+  out = tmp_path / "syn"
+  assert cli.main(["synthetic", str(out), "--count=3", "--frame_px=24", "--frames=4",
+                   "--sizes=5", "--speeds=4"]) == 0
+  geometry = SyntheticConfig(frame_px=24, frames=4, sizes=(5,), speeds=(4,))
+  tokenizer = synthetic.PatchTokenizer(geometry)
+  for i, rec in enumerate(records.RecordSource(out)):
+    sample = synthetic.generate(0, i, geometry)
+    assert (sample.size, sample.speed) == (5 * geometry.cell_px, 4)
+    np.testing.assert_array_equal(rec.tokens, synthetic.to_tokens(sample, tokenizer, VOCAB))
+  args = records.read_metadata(out)["args"]
+  assert (args["sizes"], args["speeds"]) == ([5], [4])
+  capsys.readouterr()
+  for flag, message in (("--sizes=5,x", "--sizes=5,x: expected integers separated by commas"),
+                        ("--speeds=0", "speeds (0,) >= 1")):
+    assert cli.main(["synthetic", str(tmp_path / "bad"), flag]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_run_config_geometry_and_the_longest_video():
   """data.synthetic_frame_px / synthetic_frames reach the generator (0 keeps its defaults), the run
   sees them cut to data.max_frames, and `max_length` is the longest video any draw gives."""

@@ -55,12 +55,15 @@ def test_synthetic_tfds_equals_the_record_directory(small):
   assert info.version == "1.0.0" and "1.0.0" in tfds_data.LumosSynthetic.RELEASE_NOTES
 
 
-@pytest.mark.parametrize("setting, value", [("distractors", 1), ("cells_per_patch", 1)])
-def test_synthetic_tfds_with_a_later_setting_equals_the_record_directory(tmp_path, setting, value):
-  """--distractors builds the harder variant, --cells_per_patch=1 one-colour codes (each recorded
-  in the metadata); at their defaults the metadata keeps no such key (above), so datasets built
-  before the settings existed still match."""
-  args = ["--count=3", "--eval_count=0", "--seed=5", f"--{setting}={value}"]
+@pytest.mark.parametrize("setting, flag, value", [
+    ("distractors", "1", 1), ("cells_per_patch", "1", 1), ("sizes", "5", (5,)),
+    ("speeds", "1", (1,))])
+def test_synthetic_tfds_with_a_later_setting_equals_the_record_directory(tmp_path, setting, flag,
+                                                                          value):
+  """--distractors builds the harder variant, --cells_per_patch=1 one-colour codes, --sizes and
+  --speeds other motions (each recorded in the metadata); at their defaults the metadata keeps no
+  such key (above), so datasets built before the settings existed still match."""
+  args = ["--count=3", "--eval_count=0", "--seed=5", f"--{setting}={flag}"]
   assert main(["tfds", "lumos_synthetic/variant", str(tmp_path / "tfds"), *args]) == 0
   geometry = synthetic.SyntheticConfig(**{setting: value})
   synthetic.write(tmp_path / "train", 3, 5, geometry, log=None)
@@ -69,7 +72,7 @@ def test_synthetic_tfds_with_a_later_setting_equals_the_record_directory(tmp_pat
   assert got != [synthetic.to_record(synthetic.generate(5, i), i, synthetic.PatchTokenizer(
       synthetic.SyntheticConfig()), VOCAB) for i in range(3)]  # the setting made other videos
   info = tfds.builder("lumos_synthetic/variant", data_dir=tmp_path / "tfds").info
-  assert info.metadata["generator"][setting] == value
+  assert info.metadata["generator"][setting] == (list(value) if isinstance(value, tuple) else value)
 
 
 def test_tfds_source_feeds_the_pipeline_like_the_record_directory(small):
@@ -154,6 +157,9 @@ def test_tfds_command_errors(small, tmp_path, capsys):
       (["tfds", "lumos_synthetic"], "tfds takes NAME DATA_DIR"),
       (["inspect", str(tmp_path), "--records=x"], "inspect takes no --records"),
       (["tfds", "lumos_synthetic", str(tmp_path), "--count=0"], "--count=0"),
+      (["tfds", "lumos_synthetic/x", str(tmp_path), "--speeds=2,fast"],
+       "--speeds=2,fast: expected integers separated by commas"),
+      (["tfds", "lumos_synthetic/x", str(tmp_path), "--sizes=6"], "sizes (6,) must be odd"),
       (["tfds", "lumos_synthetic", str(tmp_path), "--unknown=1"], "unknown"),
       (["nope"], "unknown command 'nope'"),
   ]
