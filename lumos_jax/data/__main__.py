@@ -21,6 +21,7 @@ records; a TFDS build that fails), 2 for usage errors.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
@@ -120,11 +121,11 @@ FLAGS: dict[str, Flag] = {
 }
 _GENERATOR_FLAGS = ("count", "eval_count", "seed", "frames", "frame_px", "patch_px",
                     "distractors", "cells_per_patch", "sizes", "speeds")
-_GEOMETRY_FLAGS = ("frames", "frame_px", "patch_px", "distractors", "cells_per_patch", "sizes",
-                   "speeds")  # the SyntheticConfig fields among them
+_GEOMETRY_FLAGS = tuple(name for name in _GENERATOR_FLAGS  # the SyntheticConfig fields among them
+                        if name in {f.name for f in dataclasses.fields(synthetic.SyntheticConfig)})
 
 
-def _given(fv: flags.FlagValues, names: Sequence[str]) -> dict:
+def _flag_values(fv: flags.FlagValues, names: Sequence[str]) -> dict:
   """{name: value} of the flags among `names` that were given, the lists (--sizes, --speeds) as
   tuples of ints; ValueError naming the flag when an item is not an integer."""
   out = {}
@@ -213,7 +214,7 @@ def _inspect_run(args: list[str], fv: flags.FlagValues) -> int:
 
 def _synthetic_run(args: list[str], fv: flags.FlagValues) -> int:
   try:
-    cfg = synthetic.SyntheticConfig(**_given(fv, _GEOMETRY_FLAGS))
+    cfg = synthetic.SyntheticConfig(**_flag_values(fv, _GEOMETRY_FLAGS))
   except ValueError as e:
     return _usage_error(f"synthetic: {e}")
   count = synthetic.TRAIN_COUNT if fv.count is None else fv.count
@@ -235,7 +236,7 @@ def _tfds_run(args: list[str], fv: flags.FlagValues) -> int:
   given = [f"--{k}" for k in _GENERATOR_FLAGS if fv[k].present]
   try:
     settings = {"train_count" if k == "count" else k: v
-                for k, v in _given(fv, _GENERATOR_FLAGS).items()}
+                for k, v in _flag_values(fv, _GENERATOR_FLAGS).items()}
     dataset, kwargs = tfds_data.parse_name(name)
     if dataset == tfds_data.SYNTHETIC:
       tfds_data.synthetic_config(kwargs.get("config"), **settings)  # predefined or new, valid
