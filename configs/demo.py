@@ -9,8 +9,11 @@ run"); bfloat16 matmuls (see below); per-frame masking (see below).
 2,400 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached
 eval loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
 
-Run: launch/demo.sh (train, sample, evaluate; 2 CPU devices and huge pages, +44% steps/s) or
-     python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
+Run: launch/demo.sh (train, sample with top-k 1 and guidance 1.5, evaluate; 2 CPU devices and
+     huge pages) or, training alone,
+     XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+       python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
+     (on a single CPU device the bfloat16 step took 767-795 ms instead of ~130: README "Demo run")
 """
 from lumos_jax import config
 from lumos_jax.synthetic import dataset as synthetic
@@ -33,9 +36,11 @@ def get_config():
   # of 96 ms per device); steps/s 5.8-6.4 instead of 3.9-4.4 (README "Demo run"). The longer
   # training is what brings temporal consistency: in a 4,800-step float32 run the samples kept
   # their shape from frame to frame only from about step 2,000 ("How much training").
-  cfg.steps = 2400  # what fits the first command's 10 minutes with the sample and evaluation
-  cfg.checkpoint_every = 400  # a checkpoint and an evaluation cost ~1.2 s: every 100 steps,
-  cfg.log_every = 10          # 29 s of the 2,400 steps' ~7 minutes
+  # What fits the first command's 10 minutes with the sample and evaluation. A checkpoint and an
+  # evaluation together cost ~1.2 s: every 100 steps they would take 29 s of the ~8 minutes.
+  cfg.steps = 2400
+  cfg.checkpoint_every = 400
+  cfg.log_every = 10
   cfg.eval_every = 400
   cfg.eval_batches = 2
   cfg.mesh = (-1, 1, 1)
