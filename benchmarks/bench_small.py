@@ -6,9 +6,10 @@ policy, each in a fresh process; optionally side by side with another checkout.
   python benchmarks/bench_small.py --memory_budget=8              # mark what fits 8 GiB
 
 Model "bench-small": 4 layers, d 512, 8/8 heads of 64, MLP 1,536, the official 129,536-id
-vocabulary (untied head), MM-RoPE, float32, model.attention="xla" (--attention). Input: the
-official video sample 0 (`../shared/data/lumos_official_samples`) cut to 2 latent frames (8,439
-tokens), a tube mask at ratio 0.711 (5,740 loss tokens). The computation is
+vocabulary (untied head), MM-RoPE, float32 (--dtype=bfloat16: bfloat16 matmuls, float32
+parameters), model.attention="xla" (--attention). Input: the official video sample 0
+(`../shared/data/lumos_official_samples`) cut to 2 latent frames (8,439 tokens), a tube mask at
+ratio 0.711 (5,740 loss tokens). The computation is
 `lumos_jax.train.step.batch_loss` (what the trainer differentiates) under `jax.jit`, forward alone
 and `jax.grad` of it.
 
@@ -44,6 +45,7 @@ flags.DEFINE_string("worker", "", "internal: measure this policy ('default': the
                     "in this process and print one JSON line")
 flags.DEFINE_integer("frames", 2, "latent frames of the official record to keep")
 flags.DEFINE_string("attention", "xla", "model.attention (xla_scan: the memory-bounded path)")
+flags.DEFINE_string("dtype", "float32", "model.dtype, the compute dtype (parameters stay float32)")
 FLAGS = flags.FLAGS
 
 
@@ -78,7 +80,7 @@ def _model_cfg(policy: str, lookahead: int):
 
   from lumos_jax.model import ModelConfig
   cfg = ModelConfig(vocab_size=129_536, visual_offset=65_536, d_model=512, n_layers=4, n_heads=8,
-                    n_kv_heads=8, head_dim=64, mlp_dim=1536, rope_variant="mm", dtype="float32",
+                    n_kv_heads=8, head_dim=64, mlp_dim=1536, rope_variant="mm", dtype=FLAGS.dtype,
                     attention=FLAGS.attention, attention_block_q=256, max_lookahead=lookahead)
   return cfg if policy == "default" else dataclasses.replace(cfg, remat=policy)
 
@@ -134,8 +136,8 @@ def worker(policy: str) -> dict:
 def _spawn(policy: str, pythonpath: pathlib.Path) -> dict:
   env = dict(os.environ, PYTHONPATH=str(pythonpath), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, __file__, f"--worker={policy}", f"--frames={FLAGS.frames}",
-                         f"--attention={FLAGS.attention}"], env=env, capture_output=True,
-                        text=True)
+                         f"--attention={FLAGS.attention}", f"--dtype={FLAGS.dtype}"], env=env,
+                        capture_output=True, text=True)
   if proc.returncode:
     return {"policy": policy, "error": proc.stderr.strip().splitlines()[-1:]}
   return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,7 +13,8 @@ Run: launch/demo.sh (train, sample with top-k 1 and guidance 1.5, evaluate; 2 CP
      huge pages) or, training alone,
      XLA_FLAGS=--xla_force_host_platform_device_count=2 \
        python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
-     (on a single CPU device the bfloat16 step took 767-795 ms instead of ~130: README "Demo run")
+     (on a single CPU device the bfloat16 step takes ~750 ms instead of ~140 unless XLA_FLAGS also
+     holds --xla_cpu_experimental_ynn_fusion_type=dot: 160-188 ms; README "Demo run")
 """
 from lumos_jax import config
 from lumos_jax.synthetic import dataset as synthetic

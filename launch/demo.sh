@@ -13,14 +13,20 @@
 # CPU_DEVICES devices (default: one per core, at most 8; the demo's batch is data-parallel over
 # them, with the same losses as on one device), and GLIBC_TUNABLES=glibc.malloc.hugetlb=1 makes
 # malloc ask for transparent huge pages (XLA's per-step temporaries then fault in 2 MiB pages).
-# Together +44% steps/s. Values already in the environment win.
+# Together +44% steps/s. On a single device the bfloat16 step needs another YNNPACK setting (754
+# instead of 160-188 ms per step; lumos_jax/train/distributed.py, CPU_BF16_ONE_DEVICE_FLAG).
+# Values already in the environment win.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 workdir=${1:-/tmp/lumos_demo}
 cores=$(nproc 2>/dev/null || echo 1)
 devices=${CPU_DEVICES:-$(( cores < 8 ? cores : 8 ))}
-export XLA_FLAGS=${XLA_FLAGS:---xla_force_host_platform_device_count=$devices}
+xla_flags="--xla_force_host_platform_device_count=$devices"
+if [ "$devices" -eq 1 ]; then
+  xla_flags+=" --xla_cpu_experimental_ynn_fusion_type=dot"
+fi
+export XLA_FLAGS=${XLA_FLAGS:-$xla_flags}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 

@@ -2,6 +2,7 @@
 preflight comparison that refuses processes started with different configs or workdirs."""
 import inspect
 import logging
+import pathlib
 
 import jax
 import pytest
@@ -67,3 +68,22 @@ def test_single_process_preflight_logs_its_devices(caplog):
     distributed.preflight(_cfg(), "/runs/x")
   assert "process 0/1 on " in caplog.text
   assert f"{jax.local_device_count()} local cpu device(s)" in caplog.text
+
+
+def test_bfloat16_on_one_cpu_device_is_warned_with_the_fix():
+  advice = distributed.cpu_bf16_advice("cpu", 1, "bfloat16", "")
+  assert distributed.CPU_BF16_ONE_DEVICE_FLAG in advice
+  assert "xla_force_host_platform_device_count" in advice
+  # not the case, or the user chose a YNNPACK setting already
+  assert distributed.cpu_bf16_advice("cpu", 2, "bfloat16", "") is None
+  assert distributed.cpu_bf16_advice("cpu", 1, "float32", "") is None
+  assert distributed.cpu_bf16_advice("gpu", 1, "bfloat16", "") is None
+  assert distributed.cpu_bf16_advice("cpu", 1, "bfloat16",
+                                     "--xla_cpu_experimental_ynn_fusion_type=") is None
+
+
+def test_demo_launcher_sets_the_one_device_flag():
+  """launch/demo.sh gives a one-device run the flag the warning names (a shell script cannot
+  import the constant, so the two spellings are checked here)."""
+  script = (pathlib.Path(__file__).resolve().parents[2] / "launch" / "demo.sh").read_text()
+  assert f'xla_flags+=" {distributed.CPU_BF16_ONE_DEVICE_FLAG}"' in script
