@@ -40,8 +40,8 @@ STOP_CHECK_EVERY = 10
 # program's MLP weight-gradient matmuls come out with both operands transposed (a transpose folded
 # into the dot), which YNNPACK does not take, and in bfloat16 the fallback is slow; with "dot" they
 # come out canonical and run in YNNPACK. The demo's bfloat16 step on one device: 754 ms by
-# default, 160-188 ms with this flag; on two devices (the gradient all-reduce keeps the dots
-# canonical) 137-151 ms by default (README "Demo run").
+# default, 160-188 ms with this flag; on two devices (a sharding constraint between transpose and
+# dot keeps the dots canonical there) 137-151 ms by default (README "Demo run").
 CPU_BF16_ONE_DEVICE_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
