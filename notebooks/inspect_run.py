@@ -32,7 +32,8 @@ from lumos_jax import config as config_lib, inspect, tokens
 WORKDIR = os.environ.get("LUMOS_WORKDIR", "/tmp/lumos_demo")
 PROMPT = os.environ.get("LUMOS_PROMPT", "a red circle moves left")
 SAMPLE_STEPS = int(os.environ.get("LUMOS_SAMPLE_STEPS", "16"))  # masked-decoding steps per frame
-GUIDANCE = 3.0
+GUIDANCE = 1.5  # with TOP_K 1: how launch/demo.sh samples the demo (README "Demo run")
+TOP_K = 1  # 0: no top-k filtering
 
 # %% [markdown]
 # ## The run on disk
@@ -97,10 +98,11 @@ inspect.plot_losses(train_rows, eval_rows)
 # %% [markdown]
 # ## A generated video
 # Text-to-video with the run's frame count, `SAMPLE_STEPS` decoding steps per frame and
-# classifier-free guidance `GUIDANCE`.
+# classifier-free guidance `GUIDANCE` and top-k filtering `TOP_K`.
 
 # %%
-codes, frames = inspect.sample_video(loaded, PROMPT, steps=SAMPLE_STEPS, guidance=GUIDANCE)
+codes, frames = inspect.sample_video(loaded, PROMPT, steps=SAMPLE_STEPS, guidance=GUIDANCE,
+                                     top_k=TOP_K)
 print(codes.shape)
 inspect.plot_frames(frames, PROMPT)
 
