@@ -2,10 +2,10 @@
 preflight comparison that refuses processes started with different configs or workdirs."""
 import inspect
 import logging
-import pathlib
 
 import jax
 import pytest
+from helpers import REPO
 
 from lumos_jax import config
 from lumos_jax.train import distributed
@@ -85,5 +85,5 @@ def test_bfloat16_on_one_cpu_device_is_warned_with_the_fix():
 def test_demo_launcher_sets_the_one_device_flag():
   """launch/demo.sh gives a one-device run the flag the warning names (a shell script cannot
   import the constant, so the two spellings are checked here)."""
-  script = (pathlib.Path(__file__).resolve().parents[2] / "launch" / "demo.sh").read_text()
+  script = (REPO / "launch" / "demo.sh").read_text()
   assert f'xla_flags+=" {distributed.CPU_BF16_ONE_DEVICE_FLAG}"' in script
