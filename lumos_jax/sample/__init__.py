@@ -5,7 +5,7 @@ Imports nothing of `lumos_jax.train` (inference stands apart from training).
   from lumos_jax import sample
   sampler, cfg, vocab = sample.load("/tmp/lumos_demo")            # params only, latest checkpoint
   codes = sampler.generate(vocab.encode_text("a red circle moves left"),
-                           sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
+                           sample.SampleConfig(frames=4, height=6, width=6, steps=16), seed=0)
 """
 from lumos_jax.sample.loader import load, synthetic_tokenizer  # noqa: F401  (re-exported)
 from lumos_jax.sample.sampler import (  # noqa: F401

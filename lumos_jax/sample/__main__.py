@@ -1,7 +1,7 @@
 """Sampling from a trained run: `python -m lumos_jax.sample`.
 
   python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
-      --mode=t2v --frames=8 --steps=16 --guidance=3 --seed=0 --out=/tmp/lumos_demo/sample.gif
+      --mode=t2v --steps=16 --guidance=1.5 --top_k=1 --seed=0 --out=/tmp/lumos_demo/sample.gif
   python -m lumos_jax.sample --workdir=/tmp/lumos_1b --tokenizer=/ckpt/tokenizer.json \\
       --prompt="a dog runs on the beach" --height=32 --width=56 --out=/tmp/dog.npy
   (official-vocabulary runs, e.g. converted with `python -m lumos_jax.convert import`: the
@@ -15,7 +15,7 @@ Python API (notebooks):
   from lumos_jax import sample
   sampler, cfg, vocab = sample.load("/tmp/lumos_demo")
   codes = sampler.generate(vocab.encode_text("a red circle moves left"),
-                           sample.SampleConfig(frames=8, height=8, width=8, steps=16), seed=0)
+                           sample.SampleConfig(frames=4, height=6, width=6, steps=16), seed=0)
 """
 import pathlib
 import sys
@@ -113,7 +113,9 @@ def request(argv_flags, cfg, vocab):
   anything loads or compiles."""
   f = argv_flags
   check_flags(f)
-  height = f.height or (8 if cfg.data.kind == "synthetic" else 0)
+  # Synthetic runs default to the grid they were trained on (the demo's 24 px frames: 6 x 6).
+  trained = synthetic_tokenizer(cfg).cfg.grid if cfg.data.kind == "synthetic" else 0
+  height = f.height or trained
   width = f.width or height
   if not height:
     raise RequestError("--height and --width (latent rows/columns) are required for this run")
@@ -214,7 +216,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                       flag_values=fv)
   flags.DEFINE_integer("frames", 0, "total latent frames (0: the trained data.max_frames)",
                        flag_values=fv)
-  flags.DEFINE_integer("height", 0, "latent rows (0: the synthetic dataset's)", flag_values=fv)
+  flags.DEFINE_integer("height", 0, "latent rows (0: the grid a synthetic run trained on)",
+                       flag_values=fv)
   flags.DEFINE_integer("width", 0, "latent columns (0: = height)", flag_values=fv)
   flags.DEFINE_integer("steps", 50, "masked-decoding steps per frame", flag_values=fv)
   flags.DEFINE_float("guidance", 15.0, "classifier-free guidance scale", flag_values=fv)
