@@ -3,8 +3,9 @@
   python benchmarks/generate.py [--workdir=/tmp/lumos_demo]       # demo config, CPU
   python benchmarks/generate.py --model=1b                         # 1B-shaped random model, GPU
 
-`--model=demo` (default): 8 frames of 8x8 latents, 16 steps, CFG 3; with --workdir the trained
-run's parameters are used, else a random demo-shaped model (timing does not depend on weights).
+`--model=demo` (default): the demo's trained geometry (configs/demo.py: 4 frames of 6x6 latents),
+16 steps, CFG 1.5, as launch/demo.sh samples; with --workdir the trained run's parameters are used,
+else a random demo-shaped model (timing does not depend on weights).
 `--model=1b`: configs/lumos_1b.py's decoder with random weights at 256p (32x56 latents, 1,828
 tokens per frame block), 7 latent frames, 50 steps, CFG 15, an 80-token prompt.
 
@@ -31,8 +32,8 @@ from lumos_jax import config, sample, tokens
 from lumos_jax.model import Decoder
 from lumos_jax.train.metrics import forward_flops_per_token
 
-SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale)
-    "demo": ("demo", 8, 8, 8, 16, 3.0),
+SHAPES = {  # name -> (config, height, width, frames, steps, cfg scale); 0: the run's trained one
+    "demo": ("demo", 0, 0, 0, 16, 1.5),
     "1b": ("lumos_1b", 32, 56, 7, 50, 15.0),
 }
 
@@ -106,6 +107,10 @@ def main(argv):
     sampler = sample.Sampler(model, vocab, strides=strides)
     print(f"random {args.model} model built in {time.perf_counter() - t0:.1f} s", flush=True)
   mc = sampler.cfg
+  if not height:  # synthetic runs: the grid and frame count they trained on
+    trained = sample.synthetic_tokenizer(cfg).cfg
+    height = width = trained.grid
+    frames = args.frames or trained.frames
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,
                            steps=steps, cfg_scale=cfg_scale,
                            code_limit=(sample.synthetic_tokenizer(cfg).n_codes
