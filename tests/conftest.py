@@ -2,7 +2,8 @@
 cache for the session; and the official-sample fixture.
 
 The cache (a new temporary directory per session, unless JAX_COMPILATION_CACHE_DIR is already set)
-serves this process and every process the tests start, which inherit the environment: many tests
+serves this process, pytest-xdist's test processes and every process the tests start, all of
+which inherit the environment (the controller sets it before starting its workers): many tests
 compile the same tiny config's functions. With it remat="auto"'s test (seven compilations of two
 steps) took 40 s instead of 84 s, and a 40-step tiny training subprocess 24 s instead of 51 s, with
 the same losses bit for bit (CPU executables are deterministic; the cache key holds the XLA flags

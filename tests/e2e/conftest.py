@@ -1,7 +1,8 @@
 """End-to-end tests: real `python -m lumos_jax...` runs in subprocesses (marked `e2e`).
 
 They share one trained run, `tiny_run`: configs/tiny.py for 40 steps with a checkpoint every 10,
-trained once per session. Tests read it and copy it before changing anything.
+trained once per test process (pytest.ini runs two). Tests read it and copy it before changing
+anything.
 
 Every process they start shares the session's persistent JAX compilation cache (tests/conftest.py):
 most commands compile the same tiny config's functions, which took about half of each run's time.
