@@ -1,11 +1,15 @@
 """Writes an animated GIF of synthetic samples as the model sees them (decoded from their codes).
 
   python -m lumos_jax.synthetic.video OUT.gif [--seed=0] [--count=6] [--scale=4] [--distractors=0]
+      [--config=demo | --frame_px=24 --frames=4]
 
-One sample per row, its caption written beside it; the captions are also printed.
+One sample per row, its caption written beside it; the captions are also printed. The videos are
+the generator's (8 frames of 32 px) unless `--config` names a training config (its videos as that
+run trains on them: configs/demo.py's are 4 frames of 24 px) or --frame_px / --frames set them.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import imageio.v3 as iio
@@ -78,19 +82,43 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
   flags.DEFINE_integer("scale", 4, "pixel upscaling for viewing", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("distractors", 0, "uncaptioned objects per video (the harder variant of "
                        "the ablations)", lower_bound=0, flag_values=fv)
+  flags.DEFINE_string("config", "", "show the videos this training config (a name in configs/ "
+                      "or a .py path) trains on: its geometry, motions and distractors",
+                      flag_values=fv)
+  flags.DEFINE_integer("frame_px", 0, "frame side in pixels (0: the generator's or --config's)",
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_integer("frames", 0, "frames per video (0: the generator's or --config's)",
+                       lower_bound=0, flag_values=fv)
+
+
+def video_config(f) -> dataset.SyntheticConfig:
+  """The videos the flags ask for: --config's training videos or the generator's, then
+  --distractors, --frame_px and --frames where non-zero. Raises ValueError (naming the setting) for
+  a geometry no video fits."""
+  if f.config:
+    from lumos_jax import config as config_lib  # only this flag needs a config file read
+    cfg = dataset.config_of_run(config_lib.load(f.config))
+  else:
+    cfg = dataset.SyntheticConfig()
+  given = {"distractors": f.distractors, "frame_px": f.frame_px, "frames": f.frames}
+  return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v})
 
 
 def command(f, args: Sequence[str]) -> int:
   """Writes the sheet GIF for parsed flag values `f` (see `define_flags`) to the one positional
   argument in `args` (OUT.gif), prints its captions top to bottom, returns 0."""
+  # Imported here: absl.app defines flags of its own (pdb, profiling) when imported, and the
+  # sampler imports this module as a library.
+  from absl import app
   if len(args) != 1:
-    # Imported here: absl.app defines flags of its own (pdb, profiling) when imported, and the
-    # sampler imports this module as a library.
-    from absl import app
     raise app.UsageError(f"give one output path, OUT.gif (got {len(args)} arguments: "
                          f"{list(args)})")
   out = args[0]
-  cfg = dataset.SyntheticConfig(distractors=f.distractors)
+  try:
+    cfg = video_config(f)
+  except (ValueError, FileNotFoundError) as e:
+    raise app.UsageError(f"--config={f.config!r} --frame_px={f.frame_px} --frames={f.frames}: "
+                         f"{e}") from e
   frames, captions = sheet(f.seed, f.count, f.scale, cfg)
   iio.imwrite(out, frames, extension=".gif", duration=1000 / cfg.fps, loop=0)
   print(f"wrote {out} ({frames.shape[2]}x{frames.shape[1]}, {len(frames)} frames), "

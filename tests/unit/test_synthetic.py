@@ -205,6 +205,22 @@ def test_gif_script(tmp_path, capsys):
     synthetic_gif.main(["--count=1"])
 
 
+def test_gif_script_shows_a_configs_videos(tmp_path):
+  """--config=demo: the 4 frames of 24 px the demo trains on; --frame_px/--frames override."""
+  path = tmp_path / "demo.gif"
+  synthetic_gif.main([str(path), "--config=demo", "--count=2", "--scale=1"])
+  demo = synthetic.SyntheticConfig(frame_px=24, frames=4)
+  frames = iio.imread(path)[..., :3]
+  assert frames.shape[:3] == (4, 2 * 24, 24 + synthetic_gif.CAPTION_PX)
+  np.testing.assert_array_equal(frames[:, :24, :24], synthetic.generate(0, 0, demo).video)
+  synthetic_gif.main([str(path), "--config=demo", "--frames=2", "--count=1", "--scale=1"])
+  assert iio.imread(path).shape[:3] == (2, 24, 24 + synthetic_gif.CAPTION_PX)
+  with pytest.raises(app.UsageError, match=r"--frame_px=30 .*multiple"):
+    synthetic_gif.main([str(path), "--frame_px=30"])
+  with pytest.raises(app.UsageError, match="config file .*nope.py not found"):
+    synthetic_gif.main([str(path), "--config=nope"])
+
+
 def test_synthetic_command_writes_records(tmp_path, capsys):
   from lumos_jax.data import __main__ as cli
   from lumos_jax.data import records
