@@ -9,8 +9,8 @@ run"); bfloat16 matmuls (see below); per-frame masking (see below).
 2,400 steps of batch 8: on the same number of tokens, twice the steps of half the batch reached
 eval loss 0.688 instead of 0.843 in the same wall time (README, "Demo run": each lever measured).
 
-Run: launch/demo.sh (train, sample with top-k 1 and guidance 1.5, evaluate; 2 CPU devices and
-     huge pages) or, training alone,
+Run: launch/demo.sh (train, sample with top-k 1, guidance 1.5 and the empty patch's logit +0.6,
+     evaluate; 2 CPU devices and huge pages) or, training alone,
      XLA_FLAGS=--xla_force_host_platform_device_count=2 \
        python -m lumos_jax.train --config=configs/demo.py --workdir=/tmp/lumos_demo
      (on a single CPU device the bfloat16 step takes ~750 ms instead of ~140 unless XLA_FLAGS also

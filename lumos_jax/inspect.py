@@ -266,18 +266,19 @@ def plot_losses(train: list[dict], evals: list[dict]) -> Figure:
 # ---- a generated sample ----
 
 def sample_video(loaded, prompt: str, *, steps: int = 16, guidance: float = 3.0, top_k: int = 0,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+                 code_bias: str = "", seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
   """(codes int [T, H, W], frames uint8 [T, H', W', 3] or None) of one text-to-video sample.
 
   loaded: `load(...)`'s (sampler, cfg, vocab). The request is the one `python -m lumos_jax.sample
-  --prompt=... --steps=... --guidance=... --top_k=...` builds (every other setting at the
-  command's default); frames are decoded for runs on the embedded dataset (None otherwise).
+  --prompt=... --steps=... --guidance=... --top_k=... --code_bias=...` builds (code_bias as the
+  command takes it, "CODE:BIAS,..."; every other setting at the command's default); frames are
+  decoded for runs on the embedded dataset (None otherwise).
   """
   sampler, cfg, vocab = loaded
   fv = flags.FlagValues()
   sample_cli.define_flags(fv)
   fv(["inspect", "--workdir=.", f"--prompt={prompt}", f"--steps={steps}",
-      f"--guidance={guidance}", f"--top_k={top_k}"])
+      f"--guidance={guidance}", f"--top_k={top_k}", f"--code_bias={code_bias}"])
   text, sc, given = sample_cli.request(fv, cfg, vocab)
   codes = sampler.generate(text, sc, seed=seed, given=given)
   frames = (loader.synthetic_tokenizer(cfg).decode(codes) if cfg.data.kind == "synthetic"

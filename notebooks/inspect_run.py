@@ -32,8 +32,9 @@ from lumos_jax import config as config_lib, inspect, tokens
 WORKDIR = os.environ.get("LUMOS_WORKDIR", "/tmp/lumos_demo")
 PROMPT = os.environ.get("LUMOS_PROMPT", "a red circle moves left")
 SAMPLE_STEPS = int(os.environ.get("LUMOS_SAMPLE_STEPS", "16"))  # masked-decoding steps per frame
-GUIDANCE = 1.5  # with TOP_K 1: how launch/demo.sh samples the demo (README "Demo run")
+GUIDANCE = 1.5  # with TOP_K and CODE_BIAS: how launch/demo.sh samples the demo (README "Demo run")
 TOP_K = 1  # 0: no top-k filtering
+CODE_BIAS = "0:0.6"  # the synthetic empty patch (code 0) e^0.6 times likelier; "" for other runs
 
 # %% [markdown]
 # ## The run on disk
@@ -98,11 +99,11 @@ inspect.plot_losses(train_rows, eval_rows)
 # %% [markdown]
 # ## A generated video
 # Text-to-video with the run's frame count, `SAMPLE_STEPS` decoding steps per frame and
-# classifier-free guidance `GUIDANCE` and top-k filtering `TOP_K`.
+# classifier-free guidance `GUIDANCE`, top-k filtering `TOP_K` and the logit bias `CODE_BIAS`.
 
 # %%
 codes, frames = inspect.sample_video(loaded, PROMPT, steps=SAMPLE_STEPS, guidance=GUIDANCE,
-                                     top_k=TOP_K)
+                                     top_k=TOP_K, code_bias=CODE_BIAS)
 print(codes.shape)
 inspect.plot_frames(frames, PROMPT)
 

@@ -1,7 +1,8 @@
 """Sampling from a trained run: `python -m lumos_jax.sample`.
 
   python -m lumos_jax.sample --workdir=/tmp/lumos_demo --prompt="a red circle moves left" \\
-      --mode=t2v --steps=16 --guidance=1.5 --top_k=1 --seed=0 --out=/tmp/lumos_demo/sample.gif
+      --mode=t2v --steps=16 --guidance=1.5 --top_k=1 --code_bias=0:0.6 --seed=0 \\
+      --out=/tmp/lumos_demo/sample.gif
   python -m lumos_jax.sample --workdir=/tmp/lumos_1b --tokenizer=/ckpt/tokenizer.json \\
       --prompt="a dog runs on the beach" --height=32 --width=56 --out=/tmp/dog.npy
   (official-vocabulary runs, e.g. converted with `python -m lumos_jax.convert import`: the

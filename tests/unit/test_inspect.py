@@ -168,3 +168,23 @@ def test_notebook_is_generated_from_its_script():
       "notebooks/inspect_run.ipynb is out of date: run python notebooks/build.py")
   assert not any(c.get("outputs") for c in got.cells)
   assert [c.metadata.get("tags") for c in got.cells].count(["parameters"]) == 1
+
+
+def test_notebook_samples_as_the_demo_script_does():
+  """The notebook's sampling settings are launch/demo.sh's (`sampling=(...)`), so its video is
+  the one the README's demo scores describe."""
+  import ast
+  import re
+  import shlex
+  script = (REPO / "launch" / "demo.sh").read_text()
+  flags_given = dict(a[2:].split("=", 1) for a in shlex.split(
+      re.search(r"^sampling=\((.*)\)$", script, re.M).group(1)))
+  source = ast.parse((REPO / "notebooks" / "inspect_run.py").read_text())
+  constants = {t.id: n.value for n in source.body if isinstance(n, ast.Assign)
+               for t in n.targets if isinstance(t, ast.Name)}
+  assert float(flags_given.pop("guidance")) == ast.literal_eval(constants["GUIDANCE"])
+  assert int(flags_given.pop("top_k")) == ast.literal_eval(constants["TOP_K"])
+  assert flags_given.pop("code_bias") == ast.literal_eval(constants["CODE_BIAS"])
+  assert flags_given.pop("steps") == "16"  # the notebook's LUMOS_SAMPLE_STEPS default
+  assert "LUMOS_SAMPLE_STEPS\", \"16\"" in ast.unparse(constants["SAMPLE_STEPS"]).replace("'", '"')
+  assert not flags_given, f"demo.sh samples with flags the notebook does not set: {flags_given}"
