@@ -94,7 +94,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
 def video_config(f) -> dataset.SyntheticConfig:
   """The videos the flags ask for: --config's training videos or the generator's, then
   --distractors, --frame_px and --frames where non-zero. Raises ValueError (naming the setting) for
-  a geometry no video fits."""
+  a geometry no video fits, FileNotFoundError for a --config that is not a config file."""
   if f.config:
     from lumos_jax import config as config_lib  # only this flag needs a config file read
     cfg = dataset.config_of_run(config_lib.load(f.config))
