@@ -107,14 +107,13 @@ def main(argv):
     sampler = sample.Sampler(model, vocab, strides=strides)
     print(f"random {args.model} model built in {time.perf_counter() - t0:.1f} s", flush=True)
   mc = sampler.cfg
+  synthetic = sample.synthetic_tokenizer(cfg) if cfg.data.kind == "synthetic" else None
   if not height:  # synthetic runs: the grid and frame count they trained on
-    trained = sample.synthetic_tokenizer(cfg).cfg
-    height = width = trained.grid
-    frames = args.frames or trained.frames
+    height = width = synthetic.cfg.grid
+    frames = args.frames or synthetic.cfg.frames
   sc = sample.SampleConfig(frames=frames, height=height, width=width, fps=4, duration=2,
                            steps=steps, cfg_scale=cfg_scale,
-                           code_limit=(sample.synthetic_tokenizer(cfg).n_codes
-                                       if cfg.data.kind == "synthetic" else 0))
+                           code_limit=synthetic.n_codes if synthetic else 0)
   text = (vocab.encode_text("a red circle moves left") if vocab.byte_text_offset is not None
           else np.arange(1000, 1080))  # any 80 text ids: timing does not depend on them
   p = sample.plan(vocab, text, sc, strides=sampler.strides)

@@ -63,8 +63,8 @@ def test_requests_are_checked_before_compiling(workdir, tmp_path):
   assert sc.frames == cfg.data.max_frames and given is None and sc.height == 8
   small = cfg.copy_and_resolve_references()  # the demo's 24 px frames: a 6 x 6 latent grid
   small.data.synthetic_frame_px = 24
-  assert (sample_cli.request(_flags(), small, vocab)[1].height,
-          sample_cli.request(_flags(), small, vocab)[1].width) == (6, 6)
+  small_sc = sample_cli.request(_flags(), small, vocab)[1]
+  assert (small_sc.height, small_sc.width) == (6, 6)
   assert sample_cli.request(_flags(height=5), small, vocab)[1].width == 5
   assert sample_cli.request(_flags(mode="t2i"), cfg, vocab)[1].frames == 1
   with pytest.raises(ValueError, match="--mode='v2v'"):
