@@ -21,6 +21,12 @@ nothing computed twice: a backward costs two forwards); XLA's temp bytes of forw
 the timed forward+backward. `--compare=DIR` runs the same worker against the lumos_jax package of
 another checkout (e.g. `git worktree add /tmp/prev HEAD~3`) with its default policy, so the
 speed-up is measured in one run on one machine. Results also go to --out as JSON.
+
+`--floor` adds, per policy, the same step with attention's mask and softmax removed (each query
+block's two matmuls at the same shapes and layouts, the scaled scores standing in for the
+probabilities): not a model, what this formulation's elementwise passes cost. It bounds a better
+softmax, not a better layout: before attention went heads-major (2026-11-29) the floor measured
+35-49 s where the heads-major step took 31-42 s.
 """
 import json
 import os
@@ -46,6 +52,8 @@ flags.DEFINE_string("worker", "", "internal: measure this policy ('default': the
 flags.DEFINE_integer("frames", 2, "latent frames of the official record to keep")
 flags.DEFINE_string("attention", "xla", "model.attention (xla_scan: the memory-bounded path)")
 flags.DEFINE_string("dtype", "float32", "model.dtype, the compute dtype (parameters stay float32)")
+flags.DEFINE_bool("floor", False, "also measure each policy with attention's mask and softmax "
+                  "removed (a lower bound, see the module docstring)")
 FLAGS = flags.FLAGS
 
 
@@ -106,12 +114,32 @@ def _timed(fn, *args) -> dict:
   return usage(lambda: jax.block_until_ready(fn(*args)))
 
 
+def _remove_softmax() -> None:
+  """--floor: attention keeps its two matmuls per query block and loses the mask and softmax."""
+  import jax.numpy as jnp
+
+  from lumos_jax import attention
+
+  def matmuls_only(qh, kh, vh, allowed):
+    del allowed
+    b, h, g, lq, d = qh.shape
+    scores = jnp.einsum("bhqd,bhkd->bhqk", qh.reshape(b, h, g * lq, d), kh,
+                        preferred_element_type=jnp.float32)
+    out = jnp.einsum("bhqk,bhkd->bhqd", (scores * d ** -0.5).astype(vh.dtype), vh,
+                     preferred_element_type=jnp.float32)
+    return out.reshape(qh.shape).astype(qh.dtype)
+  attention._heads_major_attention = matmuls_only  # read at trace time by the blocked paths
+
+
 def worker(policy: str) -> dict:
   """Measures one policy in this process (see the module docstring)."""
   import functools
 
   import jax
   from flax import nnx
+
+  if FLAGS.floor:
+    _remove_softmax()
 
   from lumos_jax.model import Decoder
   from lumos_jax.train.step import batch_loss
@@ -133,11 +161,11 @@ def worker(policy: str) -> dict:
   return out
 
 
-def _spawn(policy: str, pythonpath: pathlib.Path) -> dict:
+def _spawn(policy: str, pythonpath: pathlib.Path, floor: bool = False) -> dict:
   env = dict(os.environ, PYTHONPATH=str(pythonpath), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, __file__, f"--worker={policy}", f"--frames={FLAGS.frames}",
-                         f"--attention={FLAGS.attention}", f"--dtype={FLAGS.dtype}"], env=env,
-                        capture_output=True, text=True)
+                         f"--attention={FLAGS.attention}", f"--dtype={FLAGS.dtype}",
+                         f"--floor={floor}"], env=env, capture_output=True, text=True)
   if proc.returncode:
     return {"policy": policy, "error": proc.stderr.strip().splitlines()[-1:]}
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -165,6 +193,8 @@ def main(argv):
   from lumos_jax import model
   policies = FLAGS.policies or [p for p, r in model.REMAT_POLICIES.items() if r.runs_on("cpu")]
   runs = {p: _spawn(p, REPO) for p in policies}
+  if FLAGS.floor:
+    runs.update({f"floor:{p}": _spawn(p, REPO, floor=True) for p in policies})
   if FLAGS.compare:
     runs["compare:default"] = _spawn("default", pathlib.Path(FLAGS.compare).resolve())
   print(f"{'policy':<22} {'fwd s':>7} {'f+b s':>8} {'ratio':>6} {'recomp':>7} {'tempGiB':>7} "

@@ -38,19 +38,43 @@ from lumos_jax.attention_kernels import key_range_mask
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: an empty row gives no NaN
 
 
-def _masked_softmax_attention(q, k, v, allowed):
-  """q [B,Lq,Hq,D], k/v [B,Lk,Hkv,D], allowed bool [B,Lq,Lk] -> [B,Lq,Hq,D].
+def _heads_major(q, k, v):
+  """q [B, L, Hq, D] -> [B, Hkv, G, L, D]; k, v [B, L, Hkv, D] -> [B, Hkv, L, D].
 
-  GQA: query head h * G + g (G = Hq // Hkv) reads key/value head h.
+  GQA: query head h * G + g (G = Hq // Hkv) reads key/value head h. The blocked paths transpose
+  once per call and slice blocks from the result: per-block transposes of the key prefix, and the
+  transposing copies XLA adds around [B, L, H, D] matmuls, made bench_small's attention ~2x slower
+  on CPU (2026-11-29, README "Rematerialisation").
   """
-  d = q.shape[-1]
-  qg = rearrange(q, "b q (h g) d -> b q h g d", h=k.shape[2])
-  logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32)
+  qh = rearrange(q, "b q (h g) d -> b h g q d", h=k.shape[2])
+  return qh, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
+
+
+def _tokens_major(out):
+  """[B, Hkv, G, L, D] -> [B, L, Hq, D], the inverse of `_heads_major` for q."""
+  return rearrange(out, "b h g q d -> b q (h g) d")
+
+
+def _heads_major_attention(qh, kh, vh, allowed):
+  """qh [B, Hkv, G, Lq, D], kh/vh [B, Hkv, Lk, D], allowed bool [B, Lq, Lk] -> [B, Hkv, G, Lq, D].
+
+  The G query heads of one key/value head are stacked as rows of one matmul per (B, Hkv): a plain
+  batched matmul, where a separate group axis costs XLA extra layout copies in the backward pass.
+  Softmax in float32; matmuls accumulate in float32.
+  """
+  b, h, g, lq, d = qh.shape
+  rows = qh.reshape(b, h, g * lq, d)
+  logits = jnp.einsum("bhqd,bhkd->bhqk", rows, kh, preferred_element_type=jnp.float32)
   logits = logits * (d ** -0.5)
-  logits = jnp.where(allowed[:, None, None], logits, _NEG)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v, preferred_element_type=jnp.float32)
-  return rearrange(out, "b q h g d -> b q (h g) d").astype(q.dtype)
+  logits = jnp.where(jnp.tile(allowed, (1, g, 1))[:, None], logits, _NEG)
+  probs = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
+  out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh, preferred_element_type=jnp.float32)
+  return out.reshape(b, h, g, lq, d).astype(qh.dtype)
+
+
+def _masked_softmax_attention(q, k, v, allowed):
+  """q [B,Lq,Hq,D], k/v [B,Lk,Hkv,D], allowed bool [B,Lq,Lk] -> [B,Lq,Hq,D]."""
+  return _tokens_major(_heads_major_attention(*_heads_major(q, k, v), allowed))
 
 
 def dense(q, k, v, k_start, k_end, **unused):
@@ -72,23 +96,24 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   # pass rather than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention
   # does). Without it they are kept, which a layer rematerialised as a whole wants: its backward
   # reruns the forward anyway, and a block checkpoint inside would recompute attention twice.
-  def block(q, k, v, s, e):
-    return _masked_softmax_attention(q, k, v, key_range_mask(s, e, k.shape[1]))
+  def block(qh, kh, vh, s, e):
+    return _heads_major_attention(qh, kh, vh, key_range_mask(s, e, kh.shape[2]))
   block = jax.checkpoint(block) if remat_blocks else block
+  qh, kh, vh = _heads_major(q, k, v)
   outs = []
   for lo in range(0, lq, block_q):
     hi = min(lq, lo + block_q)
     key_hi = min(lk, hi + max_lookahead)
-    outs.append(block(q[:, lo:hi], k[:, :key_hi], v[:, :key_hi], k_start[:, lo:hi],
-                      k_end[:, lo:hi]))
-  return jnp.concatenate(outs, axis=1)
+    outs.append(block(qh[:, :, :, lo:hi], kh[:, :, :key_hi], vh[:, :, :key_hi],
+                      k_start[:, lo:hi], k_end[:, lo:hi]))
+  return _tokens_major(jnp.concatenate(outs, axis=3))
 
 
-def _window_attention(k, v, block):
-  """One query block against a key window starting at key 0: `block` = (q [B, block_q, Hq, D],
-  k_start, k_end int32 [B, block_q]); k, v [B, window, Hkv, D]. Returns [B, block_q, Hq, D]."""
-  q, k_start, k_end = block
-  return _masked_softmax_attention(q, k, v, key_range_mask(k_start, k_end, k.shape[1]))
+def _window_attention(kh, vh, block):
+  """One query block against a key window starting at key 0: `block` = (qh [B, Hkv, G, block_q,
+  D], k_start, k_end int32 [B, block_q]); kh, vh [B, Hkv, window, D]. Returns qh's shape."""
+  qh, k_start, k_end = block
+  return _heads_major_attention(qh, kh, vh, key_range_mask(k_start, k_end, kh.shape[2]))
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
@@ -117,16 +142,21 @@ def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
   def blocks(x, lo, hi):  # [B, L, ...] -> [n, B, block_q, ...] for query blocks lo..hi-1
     return rearrange(x[:, lo * block_q:hi * block_q], "b (n q) ... -> n b q ...", q=block_q)
 
+  def q_blocks(qh, lo, hi):  # [B, Hkv, G, L, D] -> [n, B, Hkv, G, block_q, D]
+    return rearrange(qh[:, :, :, lo * block_q:hi * block_q], "b h g (n q) d -> n b h g q d",
+                     q=block_q)
+
+  qh, kh, vh = _heads_major(q, k, v)
   outs = []
   for lo, hi in _groups(n_blocks, scan_groups):
     key_hi = min(lk, hi * block_q + max_lookahead)
     # partial binds this group's key window into the body; a closure would read the loop
     # variables whenever it happens to be called.
-    one = functools.partial(_window_attention, k[:, :key_hi], v[:, :key_hi])
+    one = functools.partial(_window_attention, kh[:, :, :key_hi], vh[:, :, :key_hi])
     one = jax.checkpoint(one) if remat_blocks else one
-    out = jax.lax.map(one, (blocks(q, lo, hi), blocks(k_start, lo, hi), blocks(k_end, lo, hi)))
-    outs.append(rearrange(out, "n b q h d -> b (n q) h d"))
-  return jnp.concatenate(outs, axis=1)[:, :lq]
+    out = jax.lax.map(one, (q_blocks(qh, lo, hi), blocks(k_start, lo, hi), blocks(k_end, lo, hi)))
+    outs.append(rearrange(out, "n b h g q d -> b h g (n q) d"))
+  return _tokens_major(jnp.concatenate(outs, axis=3))[:, :lq]
 
 
 def _groups(n_blocks: int, n_groups: int):

@@ -38,19 +38,24 @@ def test_fast_equals_dense_values_and_grads(seed, block_q):
 
 
 def test_dense_matches_naive_loop():
-  """The dense reference itself against a per-query loop over its allowed keys."""
+  """The dense reference itself against a per-query loop over its allowed keys, with GQA (query
+  head j reads key/value head j // G)."""
   rng = np.random.default_rng(5)
   _, lay = random_packed_batch(rng, 1, 40)
-  q, k, v = (rng.normal(size=(1, 40, 2, 8)).astype(np.float32) for _ in range(3))
+  hq, hkv = 6, 2
+  q = rng.normal(size=(1, 40, hq, 8)).astype(np.float32)
+  k, v = (rng.normal(size=(1, 40, hkv, 8)).astype(np.float32) for _ in range(2))
   out = np.asarray(attention.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
                                     jnp.asarray(lay["k_start"]), jnp.asarray(lay["k_end"]),
                                     impl="dense"))
   for i in range(40):
     keys = np.arange(lay["k_start"][0, i], lay["k_end"][0, i])
-    for h in range(2):
-      s = k[0, keys, h] @ q[0, i, h] / np.sqrt(8)
+    for j in range(hq):
+      kv = j // (hq // hkv)
+      s = k[0, keys, kv] @ q[0, i, j] / np.sqrt(8)
       p = np.exp(s - s.max())
-      np.testing.assert_allclose(out[0, i, h], (p / p.sum()) @ v[0, keys, h], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(out[0, i, j], (p / p.sum()) @ v[0, keys, kv], rtol=1e-5,
+                                 atol=1e-6)
 
 
 def test_unknown_implementation():
