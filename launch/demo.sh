@@ -43,7 +43,8 @@ stage 2 "one sample"
 # 0.60-0.69 and shape 0.62-0.77, against 0.47-0.55 and 0.66-0.72 with top-k 3 and guidance 3.
 # code_bias=0:0.6: the empty patch e^0.6 times likelier, so objects come out nearer their size:
 # over training seeds 0-2 x two sampling seeds area_ratio 1.10-1.20 instead of 1.27-1.43, with
-# shape 0.59-0.87, direction 0.94-1.00, temporal 0.61-0.77 (README "Demo run")
+# shape 0.59-0.87, direction 0.94-1.00, temporal 0.61-0.77 (commit 737893b; since the attention
+# layout change of 0c87260, other models: area 1.07-1.26, temporal 0.55-0.79; README "Demo run")
 sampling=(--steps=16 --guidance=1.5 --top_k=1 --code_bias=0:0.6)
 "$python" -m lumos_jax.sample --workdir="$workdir" --prompt="a red circle moves left" \
   "${sampling[@]}" --out="$workdir/sample.gif"
