@@ -53,7 +53,7 @@ flags.DEFINE_integer("frames", 2, "latent frames of the official record to keep"
 flags.DEFINE_string("attention", "xla", "model.attention (xla_scan: the memory-bounded path)")
 flags.DEFINE_string("dtype", "float32", "model.dtype, the compute dtype (parameters stay float32)")
 flags.DEFINE_bool("floor", False, "also measure each policy with attention's mask and softmax "
-                  "removed (a lower bound, see the module docstring)")
+                  "removed (what they cost; see the module docstring)")
 FLAGS = flags.FLAGS
 
 
