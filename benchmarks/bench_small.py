@@ -26,7 +26,7 @@ speed-up is measured in one run on one machine. Results also go to --out as JSON
 block's two matmuls at the same shapes and layouts, the scaled scores standing in for the
 probabilities): not a model, what this formulation's elementwise passes cost. It bounds a better
 softmax, not a better layout: before attention went heads-major (2026-11-29) the floor measured
-35-49 s where the heads-major step took 31-42 s.
+35-49 s where the heads-major step took 31-47 s (the machine's speed varied).
 """
 import json
 import os
