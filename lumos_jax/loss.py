@@ -10,8 +10,11 @@ logits are made once and turned at once into the chunk's loss, its hidden-state 
 (softmax - one-hot) @ head^T and its share of the head gradient, so the backward pass only scales
 those by the incoming cotangent. Nothing is recomputed (the logits matmul runs once, where a
 checkpointed chunk runs it twice) and nothing of size [L, visual_size] is kept: temporary memory is
-O(B x chunk x visual_size) plus the head gradient [d, visual_size]. Without differentiation only
-the loss is computed. `naive` is the
+O(B x chunk x visual_size) plus the head gradient [d, visual_size]. Each row's positions are first
+reordered so that the weighted ones come first, and chunks past the batch's largest count of
+weighted positions are skipped: the head's matmuls run for the loss tokens (at most one chunk's
+padding more per row), not for every position (bench_small: 5,740 of 8,439). Without
+differentiation only the loss is computed. `naive` is the
 full-logits reference with the same signature: given `head_text` it computes logits over the whole
 vocabulary and slices the visual columns, as the official trainer does. Both return (loss, aux) with
 aux = {"loss_sum", "n_tokens"} for exact accumulation across micro-batches.
@@ -68,6 +71,22 @@ def _split(x, chunk: int):
   return x.reshape(b, (length + pad) // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
 
 
+def _reorder(x, order):
+  """x [B, L, ...] with each row's positions taken in `order` [B, L]."""
+  return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _loss_first(hidden, targets, weights, chunk):
+  """Each row's weighted positions moved first (stable order), split into chunks; returns
+  (chunk index [n], hidden, targets, weights as [n, B, chunk, ...], the number of chunks holding
+  any weighted position, the order [B, L] to undo). Only those chunks enter the loss: the rest
+  have weight 0 everywhere."""
+  order = jnp.argsort((weights <= 0).astype(jnp.int32), axis=1, stable=True)
+  n_weighted = jnp.max(jnp.sum(weights > 0, axis=1))
+  xs = tuple(_split(_reorder(x, order), chunk) for x in (hidden, targets, weights))
+  return (jnp.arange(xs[0].shape[0]),) + xs, (n_weighted + chunk - 1) // chunk, order
+
+
 def _chunk_grads(h, head, t, w, visual_offset):
   """One chunk's (CE sum, d sum / d h [B, chunk, d], d sum / d head [d, V]) from one logits
   matmul: d CE / d logits = (softmax - one-hot) x weight.
@@ -90,27 +109,34 @@ def _chunk_grads(h, head, t, w, visual_offset):
 
 
 def _ce_sum_and_grads(hidden, head_visual, targets, weights, visual_offset, chunk):
+  xs, n_active, order = _loss_first(hidden, targets, weights, chunk)
+
+  def chunk_grads(carry, h, t, w):
+    ce, d_h, d_head_chunk = _chunk_grads(h, head_visual, t, w, visual_offset)
+    return (carry[0] + ce, carry[1] + d_head_chunk), d_h
+
   def body(carry, xs):
-    total, d_head = carry
-    ce, d_h, d_head_chunk = _chunk_grads(*xs[:1], head_visual, *xs[1:], visual_offset)
-    return (total + ce, d_head + d_head_chunk), d_h
+    i, *hw = xs
+    skip = lambda carry, h, *_: (carry, jnp.zeros(h.shape, jnp.float32))
+    return jax.lax.cond(i < n_active, chunk_grads, skip, carry, *hw)
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros(head_visual.shape, jnp.float32))
-  (total, d_head), d_h = jax.lax.scan(
-      body, init, (_split(hidden, chunk), _split(targets, chunk), _split(weights, chunk)))
+  (total, d_head), d_h = jax.lax.scan(body, init, xs)
   d_hidden = d_h.swapaxes(0, 1).reshape(hidden.shape[0], -1, hidden.shape[-1])
-  return total, d_hidden[:, :hidden.shape[1]].astype(hidden.dtype), d_head.astype(
-      head_visual.dtype)
+  d_hidden = _reorder(d_hidden[:, :hidden.shape[1]], jnp.argsort(order, axis=1))
+  return total, d_hidden.astype(hidden.dtype), d_head.astype(head_visual.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _fused_ce_sum(hidden, head_visual, targets, weights, visual_offset, chunk):
-  def body(total, xs):
-    h, t, w = xs
-    return total + _ce_sum(_logits(h, head_visual), t, w, visual_offset), None
+  xs, n_active, _ = _loss_first(hidden, targets, weights, chunk)
 
-  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
-                          (_split(hidden, chunk), _split(targets, chunk), _split(weights, chunk)))
+  def body(total, xs):
+    i, h, t, w = xs
+    ce = lambda: _ce_sum(_logits(h, head_visual), t, w, visual_offset)
+    return total + jax.lax.cond(i < n_active, ce, lambda: jnp.zeros((), jnp.float32)), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), xs)
   return total
 
 

@@ -50,6 +50,36 @@ def test_no_weight_no_loss():
   assert float(value) == 0.0 and float(aux["n_tokens"]) == 0.0
 
 
+def test_chunked_skips_chunks_without_loss_tokens():
+  """Weighted positions are moved to the front of each row, and chunks past the batch's largest
+  count of them are never computed: NaN hidden states there (weight 0) cannot reach the loss or
+  its gradients, where computing them would (NaN x 0 = NaN). Values and gradients equal the
+  reference's on the same states with those NaNs zeroed."""
+  rng = np.random.default_rng(1)
+  b, length, d, vsize, chunk = 2, 20, 8, 30, 4
+  weights = np.zeros((b, length), np.float32)
+  weights[0, -3:] = 1  # at the end: only reordering puts them in the first chunk
+  weights[1, [2, 9, 11, 17, 19]] = 1  # 5 -> chunks 0 and 1 are computed, 2-4 skipped
+  hidden = rng.normal(size=(b, length, d)).astype(np.float32)
+  hidden[:, 12:17] = np.nan  # zero-weight positions reordered into the skipped chunks
+  head = jnp.asarray(rng.normal(size=(d, vsize)) * 0.3, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, vsize, size=(b, length)), jnp.int32)
+
+  def value_and_grads(fn, h):
+    def f(h, w):
+      return fn(h, w, targets, jnp.asarray(weights), visual_offset=0, chunk=chunk)[0]
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(jnp.asarray(h), head)
+
+  v_chk, g_chk = value_and_grads(loss.chunked, hidden)
+  v_ref, g_ref = value_and_grads(loss.naive, np.nan_to_num(hidden, nan=0.0))
+  np.testing.assert_allclose(v_chk, v_ref, rtol=1e-5, atol=1e-6)
+  for got, ref in zip(g_chk, g_ref):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+  assert float(jax.jit(lambda h: loss.chunked(h, head, targets, jnp.asarray(weights),
+                                              visual_offset=0, chunk=chunk)[0])(hidden)) == \
+      pytest.approx(float(v_ref), rel=1e-5)
+
+
 def _flops(fn, *args):
   ca = jax.jit(fn).lower(*args).compile().cost_analysis()
   return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
