@@ -203,9 +203,14 @@ class MLP(nnx.Module):
     self.w_down = _param(rngs, (f, d), ("mlp", "embed"), std)
 
   def __call__(self, x):
+    """x [..., d] -> [..., d]. Gate and up are one matmul over their stacked weights [d, 2, f]:
+    its backward makes one input gradient and one weight gradient instead of two each (on CPU,
+    bench_small's MLP forward+backward 0.96 -> 0.65-0.70 s per layer, 2026-11-29); the
+    parameters stay two, as checkpoints and the official weights have them."""
     dt = x.dtype
-    h = jax.nn.silu(x @ self.w_gate[...].astype(dt)) * (x @ self.w_up[...].astype(dt))
-    return h @ self.w_down[...].astype(dt)
+    w_gate_up = jnp.stack([self.w_gate[...], self.w_up[...]], axis=1).astype(dt)
+    gate_up = jnp.einsum("...d,dtf->...tf", x, w_gate_up)
+    return (jax.nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :]) @ self.w_down[...].astype(dt)
 
 
 class Block(nnx.Module):
