@@ -4,6 +4,7 @@ policy, each in a fresh process; optionally side by side with another checkout.
   python benchmarks/bench_small.py                                # every policy, this checkout
   python benchmarks/bench_small.py --policies=full,none --compare=/tmp/prev   # + another checkout
   python benchmarks/bench_small.py --memory_budget=8              # mark what fits 8 GiB
+  python benchmarks/bench_small.py --policies=attn_out --compare=/tmp/prev --rounds=3  # medians
 
 Model "bench-small": 4 layers, d 512, 8/8 heads of 64, MLP 1,536, the official 129,536-id
 vocabulary (untied head), MM-RoPE, float32 (--dtype=bfloat16: bfloat16 matmuls, float32
@@ -20,7 +21,9 @@ nothing computed twice: a backward costs two forwards); XLA's temp bytes of forw
 (`memory_analysis()`); the process's peak RSS; user and system CPU seconds and minor page faults of
 the timed forward+backward. `--compare=DIR` runs the same worker against the lumos_jax package of
 another checkout (e.g. `git worktree add /tmp/prev HEAD~3`) with its default policy, so the
-speed-up is measured in one run on one machine. Results also go to --out as JSON.
+speed-up is measured in one run on one machine; `--rounds=N` alternates N such rounds and reports
+each entry's median run and the median per-round speed-up (a machine shared with other work
+changed one step's time by a third within an hour). Results also go to --out as JSON.
 
 `--floor` adds, per policy, the same step with attention's mask and softmax removed (each query
 block's two matmuls at the same shapes and layouts, the scaled scores standing in for the
@@ -52,6 +55,10 @@ flags.DEFINE_string("worker", "", "internal: measure this policy ('default': the
 flags.DEFINE_integer("frames", 2, "latent frames of the official record to keep")
 flags.DEFINE_string("attention", "xla", "model.attention (xla_scan: the memory-bounded path)")
 flags.DEFINE_string("dtype", "float32", "model.dtype, the compute dtype (parameters stay float32)")
+flags.DEFINE_integer("rounds", 1, "measure every entry this many times, alternating (each "
+                     "policy, then --compare, then again), and report each entry's median run and "
+                     "the median of the per-round speed-ups: on a shared machine one run each can "
+                     "differ by a third")
 flags.DEFINE_bool("floor", False, "also measure each policy with attention's mask and softmax "
                   "removed (what they cost; see the module docstring)")
 FLAGS = flags.FLAGS
@@ -183,6 +190,40 @@ def _row(name: str, r: dict) -> str:
           f"{r['fwd_bwd']['minor_faults'] / 1e6:7.2f} {fits}")
 
 
+def _measure(entries: dict) -> dict[str, list[dict]]:
+  """{name: [one result per round]}: every entry once per round, in order, `--rounds` times."""
+  results = {name: [] for name in entries}
+  for i in range(FLAGS.rounds):
+    for name, (policy, path, floor) in entries.items():
+      results[name].append(_spawn(policy, path, floor))
+      if FLAGS.rounds > 1:
+        r = results[name][-1]
+        took = "error" if "error" in r else f"{r['fwd_bwd']['s']:.1f} s"
+        print(f"round {i + 1}/{FLAGS.rounds} {name}: forward+backward {took}", flush=True)
+  return results
+
+
+def _median(results: list[dict]) -> dict:
+  """The run with the median forward+backward time (the first error if none ran)."""
+  ok = sorted((r for r in results if "error" not in r), key=lambda r: r["fwd_bwd"]["s"])
+  return ok[(len(ok) - 1) // 2] if ok else results[0]
+
+
+def _print_speedups(rounds: dict[str, list[dict]]):
+  """Per entry: forward+backward time of --compare / its own, per round (each pair measured
+  minutes apart) and their median."""
+  for name, results in rounds.items():
+    if name.startswith("compare"):
+      continue
+    ratios = sorted(b["fwd_bwd"]["s"] / r["fwd_bwd"]["s"]
+                    for r, b in zip(results, rounds["compare:default"])
+                    if "error" not in r and "error" not in b)
+    if ratios:
+      each = ", ".join(f"{x:.2f}x" for x in ratios)
+      print(f"speed-up of {name} over {FLAGS.compare}: {ratios[(len(ratios) - 1) // 2]:.2f}x"
+            + (f" (median of rounds: {each})" if len(ratios) > 1 else ""))
+
+
 def main(argv):
   del argv
   if FLAGS.worker:
@@ -192,21 +233,24 @@ def main(argv):
     sys.exit(f"bench_small needs the official records at {RECORDS} (../shared beside the repo)")
   from lumos_jax import model
   policies = FLAGS.policies or [p for p, r in model.REMAT_POLICIES.items() if r.runs_on("cpu")]
-  runs = {p: _spawn(p, REPO) for p in policies}
+  entries = {p: (p, REPO, False) for p in policies}
   if FLAGS.floor:
-    runs.update({f"floor:{p}": _spawn(p, REPO, floor=True) for p in policies})
+    entries.update({f"floor:{p}": (p, REPO, True) for p in policies})
   if FLAGS.compare:
-    runs["compare:default"] = _spawn("default", pathlib.Path(FLAGS.compare).resolve())
+    entries["compare:default"] = ("default", pathlib.Path(FLAGS.compare).resolve(), False)
+  rounds = _measure(entries)
+  runs = {name: _median(results) for name, results in rounds.items()}
   print(f"{'policy':<22} {'fwd s':>7} {'f+b s':>8} {'ratio':>6} {'recomp':>7} {'tempGiB':>7} "
         f"{'rssGiB':>7} {'user s':>7} {'sys s':>6} {'Mfaults':>7}")
   for name, r in runs.items():
     print(_row(name, r))
-  if FLAGS.compare and "error" not in runs["compare:default"]:
-    base = runs["compare:default"]["fwd_bwd"]["s"]
-    for name, r in runs.items():
-      if "error" not in r and not name.startswith("compare"):
-        print(f"speed-up of {name} over {FLAGS.compare}: {base / r['fwd_bwd']['s']:.2f}x")
-  pathlib.Path(FLAGS.out).write_text(json.dumps(runs, indent=1))
+  if FLAGS.rounds > 1:
+    print(f"(each row: the median of {FLAGS.rounds} runs by forward+backward time; all runs in "
+          f"{FLAGS.out})")
+  if FLAGS.compare:
+    _print_speedups(rounds)
+  pathlib.Path(FLAGS.out).write_text(json.dumps(
+      runs if FLAGS.rounds == 1 else {"median": runs, "rounds": rounds}, indent=1))
   print(f"wrote {FLAGS.out}")
 
 
