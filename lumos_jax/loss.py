@@ -77,10 +77,10 @@ def _reorder(x, order):
 
 
 def _loss_first(hidden, targets, weights, chunk):
-  """Each row's weighted positions moved first (stable order), split into chunks; returns
-  (chunk index [n], hidden, targets, weights as [n, B, chunk, ...], the number of chunks holding
-  any weighted position, the order [B, L] to undo). Only those chunks enter the loss: the rest
-  have weight 0 everywhere."""
+  """Each row's weighted positions moved first (stable order), then split into chunks. Returns
+  (xs, n_used, order): xs = (chunk index [n], hidden, targets, weights as [n, B, chunk, ...]) for
+  a scan; n_used = the chunks holding any weighted position (only those enter the loss: the rest
+  have weight 0 everywhere); order [B, L], to put gradients back."""
   order = jnp.argsort((weights <= 0).astype(jnp.int32), axis=1, stable=True)
   n_weighted = jnp.max(jnp.sum(weights > 0, axis=1))
   xs = tuple(_split(_reorder(x, order), chunk) for x in (hidden, targets, weights))
