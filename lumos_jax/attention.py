@@ -96,16 +96,14 @@ def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: i
   # pass rather than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention
   # does). Without it they are kept, which a layer rematerialised as a whole wants: its backward
   # reruns the forward anyway, and a block checkpoint inside would recompute attention twice.
-  def block(qh, kh, vh, s, e):
-    return _heads_major_attention(qh, kh, vh, key_range_mask(s, e, kh.shape[2]))
-  block = jax.checkpoint(block) if remat_blocks else block
+  block = jax.checkpoint(_window_attention) if remat_blocks else _window_attention
   qh, kh, vh = _heads_major(q, k, v)
   outs = []
   for lo in range(0, lq, block_q):
     hi = min(lq, lo + block_q)
     key_hi = min(lk, hi + max_lookahead)
-    outs.append(block(qh[:, :, :, lo:hi], kh[:, :, :key_hi], vh[:, :, :key_hi],
-                      k_start[:, lo:hi], k_end[:, lo:hi]))
+    outs.append(block(kh[:, :, :key_hi], vh[:, :, :key_hi],
+                      (qh[:, :, :, lo:hi], k_start[:, lo:hi], k_end[:, lo:hi])))
   return _tokens_major(jnp.concatenate(outs, axis=3))
 
 
