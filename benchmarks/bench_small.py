@@ -135,7 +135,7 @@ def _remove_softmax() -> None:
     out = jnp.einsum("bhqk,bhkd->bhqd", (scores * d ** -0.5).astype(vh.dtype), vh,
                      preferred_element_type=jnp.float32)
     return out.reshape(qh.shape).astype(qh.dtype)
-  attention._heads_major_attention = matmuls_only  # read at trace time by the blocked paths
+  attention._flash_attention = matmuls_only  # read at trace time by the blocked paths
 
 
 def worker(policy: str) -> dict:

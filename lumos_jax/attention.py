@@ -31,6 +31,7 @@ import logging
 import jax
 import jax.numpy as jnp
 from einops import rearrange
+from jax.ad_checkpoint import checkpoint_name
 
 from lumos_jax import attention_kernels, sharding
 from lumos_jax.attention_kernels import key_range_mask
@@ -60,16 +61,77 @@ def _heads_major_attention(qh, kh, vh, allowed):
 
   The G query heads of one key/value head are stacked as rows of one matmul per (B, Hkv): a plain
   batched matmul, where a separate group axis costs XLA extra layout copies in the backward pass.
-  Softmax in float32; matmuls accumulate in float32.
+  Softmax in float32; matmuls accumulate in float32. The dense reference; the blocked paths use
+  `_flash_attention` (the same values, a cheaper backward pass).
   """
   b, h, g, lq, d = qh.shape
-  rows = qh.reshape(b, h, g * lq, d)
-  logits = jnp.einsum("bhqd,bhkd->bhqk", rows, kh, preferred_element_type=jnp.float32)
-  logits = logits * (d ** -0.5)
-  logits = jnp.where(jnp.tile(allowed, (1, g, 1))[:, None], logits, _NEG)
-  probs = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
+  probs = jax.nn.softmax(_masked_logits(qh.reshape(b, h, g * lq, d), kh, allowed, g),
+                         axis=-1).astype(vh.dtype)
   out = jnp.einsum("bhqk,bhkd->bhqd", probs, vh, preferred_element_type=jnp.float32)
   return out.reshape(b, h, g, lq, d).astype(qh.dtype)
+
+
+def _masked_logits(rows, kh, allowed, groups):
+  """Scaled float32 logits [B, Hkv, G * Lq, Lk] of `rows` [B, Hkv, G * Lq, D] against kh, with
+  disallowed pairs at _NEG (`allowed` [B, Lq, Lk] repeated for the G heads of a group)."""
+  logits = jnp.einsum("bhqd,bhkd->bhqk", rows, kh, preferred_element_type=jnp.float32)
+  logits = logits * (rows.shape[-1] ** -0.5)
+  return jnp.where(jnp.tile(allowed, (1, groups, 1))[:, None], logits, _NEG)
+
+
+@jax.custom_vjp
+def _flash_attention(qh, kh, vh, allowed):
+  """`_heads_major_attention`'s contract and values (up to rounding), with flash attention's
+  backward pass.
+
+  The forward keeps only its output and each row's log-sum-exp; the backward recomputes the
+  probabilities in one pass from the logits and the log-sum-exp, and takes the softmax's row term
+  from the output (sum(dO * O) over D) instead of sum(P * dP) over the keys. Autodiff through
+  `jax.nn.softmax` reruns max, exp, sum and divide over [heads, Lq, Lk] and reduces P * dP: on CPU
+  those passes cost as much as the attention's matmuls. The output is normalised after the PV
+  matmul ([Lq, D], not [Lq, Lk]).
+  """
+  return _flash_forward(qh, kh, vh, allowed)[0]
+
+
+def _flash_forward(qh, kh, vh, allowed):
+  """(output, residuals): the residuals are the inputs, the output and log-sum-exp [B, Hkv,
+  G * Lq, 1] (float32)."""
+  b, h, g, lq, d = qh.shape
+  logits = _masked_logits(qh.reshape(b, h, g * lq, d), kh, allowed, g)
+  row_max = jnp.max(logits, axis=-1, keepdims=True)
+  unnormalised = jnp.exp(logits - row_max)
+  row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
+  out = jnp.einsum("bhqk,bhkd->bhqd", unnormalised.astype(vh.dtype), vh,
+                   preferred_element_type=jnp.float32) / row_sum
+  # Named so the remat policies that keep the attention output keep these too: without them the
+  # backward pass would rerun this whole forward, PV matmul included.
+  out = checkpoint_name(out.reshape(qh.shape).astype(qh.dtype), "attn_out")
+  log_sum_exp = checkpoint_name(row_max + jnp.log(row_sum), "attn_out")
+  return out, (qh, kh, vh, allowed, out, log_sum_exp)
+
+
+def _flash_backward(residuals, d_out):
+  """Cotangents of (qh, kh, vh, allowed) from d_out [B, Hkv, G, Lq, D]; `allowed` gets none."""
+  qh, kh, vh, allowed, out, log_sum_exp = residuals
+  b, h, g, lq, d = qh.shape
+  rows = qh.reshape(b, h, g * lq, d)
+  d_rows = d_out.reshape(rows.shape)
+  probs = jnp.exp(_masked_logits(rows, kh, allowed, g) - log_sum_exp)
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", probs.astype(vh.dtype), d_rows.astype(vh.dtype),
+                   preferred_element_type=jnp.float32)
+  d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_rows.astype(vh.dtype), vh,
+                       preferred_element_type=jnp.float32)
+  row_term = jnp.sum(d_rows.astype(jnp.float32) * out.reshape(rows.shape).astype(jnp.float32),
+                     axis=-1, keepdims=True)
+  d_logits = (probs * (d_probs - row_term) * d ** -0.5).astype(kh.dtype)
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, kh, preferred_element_type=jnp.float32)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, rows, preferred_element_type=jnp.float32)
+  return (d_q.reshape(qh.shape).astype(qh.dtype), d_k.astype(kh.dtype), d_v.astype(vh.dtype),
+          None)
+
+
+_flash_attention.defvjp(_flash_forward, _flash_backward)
 
 
 def _masked_softmax_attention(q, k, v, allowed):
@@ -111,7 +173,7 @@ def _window_attention(kh, vh, block):
   """One query block against a key window starting at key 0: `block` = (qh [B, Hkv, G, block_q,
   D], k_start, k_end int32 [B, block_q]); kh, vh [B, Hkv, window, D]. Returns qh's shape."""
   qh, k_start, k_end = block
-  return _heads_major_attention(qh, kh, vh, key_range_mask(k_start, k_end, kh.shape[2]))
+  return _flash_attention(qh, kh, vh, key_range_mask(k_start, k_end, kh.shape[2]))
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,

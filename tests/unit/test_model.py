@@ -75,8 +75,11 @@ def test_remat_policies_agree(policy):
     g, st = nnx.split(model)
     return jax.jit(jax.grad(lambda st: jnp.sum(nnx.merge(g, st)(*args) ** 2)))(st)
 
+  # Float32 rounding, to each array's scale: the blocked attention's backward recomputes its
+  # probabilities from the log-sum-exp, and whether that meets the forward's own logits or a
+  # rematerialised copy changes the last bits (the embedding's gradients reach ~100).
   for a, b in zip(jax.tree.leaves(grads(base)), jax.tree.leaves(grads(other))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(a))))
 
 
 def test_unrolled_layer_scan_agrees():
