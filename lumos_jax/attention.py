@@ -80,7 +80,7 @@ def _masked_logits(rows, kh, allowed, groups):
 
 
 @jax.custom_vjp
-def _flash_attention(qh, kh, vh, allowed):
+def _flash_attention(qh, kh, vh, k_start, k_end):
   """`_heads_major_attention`'s contract and values (up to rounding), with flash attention's
   backward pass.
 
@@ -89,15 +89,17 @@ def _flash_attention(qh, kh, vh, allowed):
   from the output (sum(dO * O) over D) instead of sum(P * dP) over the keys. Autodiff through
   `jax.nn.softmax` reruns max, exp, sum and divide over [heads, Lq, Lk] and reduces P * dP: on CPU
   those passes cost as much as the attention's matmuls. The output is normalised after the PV
-  matmul ([Lq, D], not [Lq, Lk]).
+  matmul ([Lq, D], not [Lq, Lk]). The mask is rebuilt from k_start/k_end [B, Lq] in both passes,
+  so the residuals hold no [Lq, Lk] array.
   """
-  return _flash_forward(qh, kh, vh, allowed)[0]
+  return _flash_forward(qh, kh, vh, k_start, k_end)[0]
 
 
-def _flash_forward(qh, kh, vh, allowed):
+def _flash_forward(qh, kh, vh, k_start, k_end):
   """(output, residuals): the residuals are the inputs, the output and log-sum-exp [B, Hkv,
   G * Lq, 1] (float32)."""
   b, h, g, lq, d = qh.shape
+  allowed = key_range_mask(k_start, k_end, kh.shape[2])
   logits = _masked_logits(qh.reshape(b, h, g * lq, d), kh, allowed, g)
   row_max = jnp.max(logits, axis=-1, keepdims=True)
   unnormalised = jnp.exp(logits - row_max)
@@ -108,15 +110,17 @@ def _flash_forward(qh, kh, vh, allowed):
   # backward pass would rerun this whole forward, PV matmul included.
   out = checkpoint_name(out.reshape(qh.shape).astype(qh.dtype), "attn_out")
   log_sum_exp = checkpoint_name(row_max + jnp.log(row_sum), "attn_out")
-  return out, (qh, kh, vh, allowed, out, log_sum_exp)
+  return out, (qh, kh, vh, k_start, k_end, out, log_sum_exp)
 
 
 def _flash_backward(residuals, d_out):
-  """Cotangents of (qh, kh, vh, allowed) from d_out [B, Hkv, G, Lq, D]; `allowed` gets none."""
-  qh, kh, vh, allowed, out, log_sum_exp = residuals
+  """Cotangents of (qh, kh, vh, k_start, k_end) from d_out [B, Hkv, G, Lq, D] (none for the
+  integer key ranges)."""
+  qh, kh, vh, k_start, k_end, out, log_sum_exp = residuals
   b, h, g, lq, d = qh.shape
   rows = qh.reshape(b, h, g * lq, d)
   d_rows = d_out.reshape(rows.shape)
+  allowed = key_range_mask(k_start, k_end, kh.shape[2])
   probs = jnp.exp(_masked_logits(rows, kh, allowed, g) - log_sum_exp)
   d_v = jnp.einsum("bhqk,bhqd->bhkd", probs.astype(vh.dtype), d_rows.astype(vh.dtype),
                    preferred_element_type=jnp.float32)
@@ -128,7 +132,7 @@ def _flash_backward(residuals, d_out):
   d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, kh, preferred_element_type=jnp.float32)
   d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, rows, preferred_element_type=jnp.float32)
   return (d_q.reshape(qh.shape).astype(qh.dtype), d_k.astype(kh.dtype), d_v.astype(vh.dtype),
-          None)
+          None, None)
 
 
 _flash_attention.defvjp(_flash_forward, _flash_backward)
@@ -173,7 +177,7 @@ def _window_attention(kh, vh, block):
   """One query block against a key window starting at key 0: `block` = (qh [B, Hkv, G, block_q,
   D], k_start, k_end int32 [B, block_q]); kh, vh [B, Hkv, window, D]. Returns qh's shape."""
   qh, k_start, k_end = block
-  return _flash_attention(qh, kh, vh, key_range_mask(k_start, k_end, kh.shape[2]))
+  return _flash_attention(qh, kh, vh, k_start, k_end)
 
 
 def xla_scan(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
