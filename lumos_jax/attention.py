@@ -7,7 +7,8 @@ One entry point, `attend`, selects an implementation by name:
          `max_lookahead` keys after itself (the rest of its frame block), so this is exact for every
          layout with `Layout.max_lookahead <= max_lookahead`, never builds an L x L mask, and skips
          the fully masked upper triangle: for a 7 x 4,084-token video it executes ~1.1x the FLOPs of
-         the allowed pairs where dense executes ~1.75x (benchmarks/core.py).
+         the allowed pairs where dense executes ~1.75x (benchmarks/core.py). Its backward pass is
+         flash attention's: a block keeps its output and log-sum-exp, not its probabilities.
 Fused kernels (each needs its optional dependency or backend; `available(name)` says):
   tokamax:       tokamax flash attention with our per-query key ranges, whole sequence in one call.
   tokamax_bands: tokamax once per band of the attention plan (masked blocks skipped in the
@@ -152,16 +153,16 @@ def dense(q, k, v, k_start, k_end, **unused):
 def xla_blocked(q, k, v, k_start, k_end, *, block_q: int = 256, max_lookahead: int,
                 remat_blocks: bool = True, **unused):
   """Query blocks against their reachable key prefix (self-attention: query i is key i).
-  `remat_blocks=False` keeps every block's probabilities for the backward pass (see below)."""
+  `remat_blocks=True` reruns each block's forward in the backward pass (see below)."""
   del unused
   lq, lk = q.shape[1], k.shape[1]
   if lq != lk:
     raise ValueError(f"xla_blocked is self-attention over one sequence: got {lq} queries, "
                      f"{lk} keys")
-  # remat_blocks: each block's [heads, block_q, keys] probabilities are recomputed in the backward
-  # pass rather than kept: memory stays O(block_q x L) instead of O(L^2) (as flash attention
-  # does). Without it they are kept, which a layer rematerialised as a whole wants: its backward
-  # reruns the forward anyway, and a block checkpoint inside would recompute attention twice.
+  # Each block keeps only its output and log-sum-exp for the backward pass (`_flash_attention`),
+  # never its [heads, block_q, keys] probabilities. remat_blocks drops those too and reruns the
+  # block's forward; a layer rematerialised as a whole reruns it anyway, so only the least-memory
+  # policy ("full") asks for both.
   block = jax.checkpoint(_window_attention) if remat_blocks else _window_attention
   qh, kh, vh = _heads_major(q, k, v)
   outs = []

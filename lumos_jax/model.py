@@ -34,14 +34,17 @@ _cp = jax.checkpoint_policies
 @dataclasses.dataclass(frozen=True)
 class Remat:
   """A rematerialisation policy: what a layer's backward pass keeps of its forward pass, and
-  whether attention recomputes its probabilities block by block (flash-style) in the backward pass.
+  whether attention reruns each query block's forward in the backward pass.
 
   layer:  None = the layer is not wrapped (everything it needs is kept); else a
           jax.checkpoint policy for `nnx.remat` of the whole layer.
-  attention_blocks: each query block's [heads, block_q, keys] probabilities are recomputed in the
-          backward pass instead of kept (memory O(block) instead of O(L^2) per layer). Where the
-          layer itself is rematerialised this recomputes attention a second time, so only the
-          memory-saving policy combines both.
+  attention_blocks: the `xla`/`xla_scan` paths rerun each query block's forward in the backward
+          pass instead of keeping its output and log-sum-exp (other implementations ignore it).
+          Their backward recomputes the probabilities anyway (flash-style, `attention.
+          _flash_attention`), so this saves only [heads, block_q, head_dim] per block; it was
+          the [heads, block_q, keys] probabilities before 2026-11-29. Where the layer itself is
+          rematerialised it reruns attention a second time; only the least-memory policy
+          combines both.
   """
   layer: object
   attention_blocks: bool
@@ -60,7 +63,7 @@ REMAT_POLICIES = {
     "dots_attn_out": Remat(_cp.save_from_both_policies(
         _cp.dots_with_no_batch_dims_saveable, _cp.save_only_these_names("attn_out")), False,
         "keep the weight matmuls and the attention output (MaxText's minimal_with_context)"),
-    "attention_blocks": Remat(None, True, "keep the layer, recompute attention probabilities"),
+    "attention_blocks": Remat(None, True, "keep the layer, rerun each attention block's forward"),
     "dots": Remat(_cp.dots_with_no_batch_dims_saveable, False, "keep the weight matmuls"),
     "attn_out": Remat(_cp.save_only_these_names("attn_out"), False, "keep the attention output"),
     "layer": Remat(_cp.nothing_saveable, False, "recompute each layer once"),
