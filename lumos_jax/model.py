@@ -56,17 +56,19 @@ class Remat:
     return not self.backends or backend in self.backends
 
 
-# Ordered fastest first, as measured by benchmarks/bench_small.py (README, "Rematerialisation"):
+# Ordered fastest first, as measured by benchmarks/bench_small.py (README, "Rematerialisation";
+# since the blocked attention's flash backward, 2026-11-29, `attn_out` and `layer` before
+# `attention_blocks` and `dots`, whose backward reruns attention's forward, PV included):
 # remat="auto" takes the first one whose compiled step fits the memory budget.
 REMAT_POLICIES = {
     "none": Remat(None, False, "keep everything: fastest, most memory"),
     "dots_attn_out": Remat(_cp.save_from_both_policies(
         _cp.dots_with_no_batch_dims_saveable, _cp.save_only_these_names("attn_out")), False,
         "keep the weight matmuls and the attention output (MaxText's minimal_with_context)"),
-    "attention_blocks": Remat(None, True, "keep the layer, rerun each attention block's forward"),
-    "dots": Remat(_cp.dots_with_no_batch_dims_saveable, False, "keep the weight matmuls"),
     "attn_out": Remat(_cp.save_only_these_names("attn_out"), False, "keep the attention output"),
     "layer": Remat(_cp.nothing_saveable, False, "recompute each layer once"),
+    "attention_blocks": Remat(None, True, "keep the layer, rerun each attention block's forward"),
+    "dots": Remat(_cp.dots_with_no_batch_dims_saveable, False, "keep the weight matmuls"),
     "full": Remat(_cp.nothing_saveable, True, "recompute each layer, and attention inside it "
                   "again: least memory"),
     "offload": Remat(_cp.offload_dot_with_no_batch_dims("device", "pinned_host"), False,
