@@ -19,11 +19,15 @@ page faults and caches), then once timed. Printed: forward s, forward+backward s
 the recompute factor = XLA-counted FLOPs of forward+backward / (3 x those of the forward) (1.0 =
 nothing computed twice: a backward costs two forwards); XLA's temp bytes of forward+backward
 (`memory_analysis()`); the process's peak RSS; user and system CPU seconds and minor page faults of
-the timed forward+backward. `--compare=DIR` runs the same worker against the lumos_jax package of
-another checkout (e.g. `git worktree add /tmp/prev HEAD~3`) with its default policy, so the
-speed-up is measured in one run on one machine; `--rounds=N` alternates N such rounds and reports
-each entry's median run and the median per-round speed-up (a machine shared with other work
-changed one step's time by a third within an hour). Results also go to --out as JSON.
+the timed forward+backward; and `brate`, the backward's FLOPs per second over the forward's
+((3 x recompute - 1) / (forward+backward / forward - 1), from XLA's counts and the two times).
+A forward+backward of at most R x the forward needs brate >= (3 x recompute - 1) / (R - 1): the
+footer prints that for R = 2.5, issue 14's target. `--compare=DIR` runs the same worker
+against the lumos_jax package of another checkout (e.g. `git worktree add /tmp/prev HEAD~3`)
+with its default policy, so the speed-up is measured in one run on one machine; `--rounds=N`
+alternates N such rounds and reports each entry's median run and the median per-round speed-up
+(a machine shared with other work changed one step's time by a third within an hour). Results
+also go to --out as JSON.
 
 `--floor` adds, per policy, the same step with attention's mask and softmax removed (each query
 block's two matmuls at the same shapes and layouts, the scaled scores standing in for the
@@ -178,6 +182,13 @@ def _spawn(policy: str, pythonpath: pathlib.Path, floor: bool = False) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def backward_rate(r: dict) -> float:
+  """The backward pass's XLA-counted FLOPs per second over the forward's, from a worker result:
+  the backward executes (3 x recompute - 1) forwards' FLOPs in (forward+backward / forward - 1)
+  forwards' time."""
+  return (3 * r["recompute_factor"] - 1) / (r["bwd_over_fwd"] - 1)
+
+
 def _row(name: str, r: dict) -> str:
   if "error" in r:
     return f"{name:<22} error: {r['error']}"
@@ -187,7 +198,7 @@ def _row(name: str, r: dict) -> str:
   return (f"{name:<22} {r['fwd']['s']:7.1f} {r['fwd_bwd']['s']:8.1f} {r['bwd_over_fwd']:6.2f} "
           f"{r['recompute_factor']:7.3f} {r['xla_temp_gib']:7.2f} {r['peak_rss_gib']:7.2f} "
           f"{r['fwd_bwd']['user_s']:7.1f} {r['fwd_bwd']['sys_s']:6.1f} "
-          f"{r['fwd_bwd']['minor_faults'] / 1e6:7.2f} {fits}")
+          f"{r['fwd_bwd']['minor_faults'] / 1e6:7.2f} {backward_rate(r):6.2f} {fits}")
 
 
 def _measure(entries: dict) -> dict[str, list[dict]]:
@@ -241,9 +252,13 @@ def main(argv):
   rounds = _measure(entries)
   runs = {name: _median(results) for name, results in rounds.items()}
   print(f"{'policy':<22} {'fwd s':>7} {'f+b s':>8} {'ratio':>6} {'recomp':>7} {'tempGiB':>7} "
-        f"{'rssGiB':>7} {'user s':>7} {'sys s':>6} {'Mfaults':>7}")
+        f"{'rssGiB':>7} {'user s':>7} {'sys s':>6} {'Mfaults':>7} {'brate':>6}")
   for name, r in runs.items():
     print(_row(name, r))
+  for name, r in runs.items():
+    if "error" not in r:
+      print(f"{name}: forward+backward <= 2.5 x forward needs brate >= "
+            f"{(3 * r['recompute_factor'] - 1) / 1.5:.2f} (measured {backward_rate(r):.2f})")
   if FLAGS.rounds > 1:
     print(f"(each row: the median of {FLAGS.rounds} runs by forward+backward time; all runs in "
           f"{FLAGS.out})")
