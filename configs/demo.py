@@ -45,8 +45,8 @@ def get_config():
   cfg.eval_every = 400
   cfg.eval_batches = 2
   cfg.mesh = (-1, 1, 1)
-  # Cosine to 1e-3, not 1e-4: the model is still learning at the end, and a schedule that spends
-  # its last third far below the peak lost temporal consistency. Over training seeds 0-2 x two
+  # Cosine to 1e-3 (half the peak), not 1e-4, which spent the last third of these short runs at
+  # a small step size and drew less temporally consistent models. Over training seeds 0-2 x two
   # sampling seeds (2026-11-29): temporal 0.59-0.85 (mean 0.70) instead of 0.48-0.84 (0.64),
   # shape 0.75-0.92 instead of 0.68-0.90, objects 1.16-1.39x their area instead of 0.97-1.34x
   # (README "Demo run").
