@@ -37,6 +37,11 @@ def get_config():
   synthetic.use_geometry(cfg, VIDEO)  # seq_len 648, max_lookahead for 8 x 8 frames
   cfg.data.mask.min_ratio = 0.7  # the official floor: the history frames are always masked
   cfg.data.strides = (1, 4, 4)  # the RoPE positions docs/ablations.md was measured with
+  # and the demo's training settings of then (2026-11-27, 4a9e092), which the demo has left since:
+  # float32 compute, every masked slot weighted 1, the learning rate annealed to 1e-4.
+  cfg.model.dtype = "float32"
+  cfg.data.update(background_code=-1, background_weight=1.0)
+  cfg.optim.min_lr = 1e-4
   return cfg
 
 

@@ -164,11 +164,13 @@ def test_a_failing_evaluation_is_reported_and_the_others_go_on(tmp_path, monkeyp
 def test_ablation_config_trains_on_the_videos_its_report_was_measured_on():
   """The ablations keep the generator's 8 frames of 32 px with a distractor whatever the demo's
   geometry, and their seq_len and attention reach hold those videos (the pipeline would refuse
-  every record otherwise)."""
+  every record otherwise); and the training settings of 2026-11-27, not the demo's since."""
   from lumos_jax import config, tokens
   cfg = config.load("configs/sweeps/ablations.py")
   video = synthetic.config_of_run(cfg)
   assert (video.frame_px, video.frames, video.distractors) == (32, 8, 1)
   assert synthetic.max_length(video) <= cfg.data.seq_len
   assert tokens.frame_block_length(video.grid, video.grid) - 1 <= cfg.model.max_lookahead
+  # nor the demo's later training settings (bfloat16, background weighting, min_lr 1e-3)
+  assert (cfg.model.dtype, cfg.data.background_weight, cfg.optim.min_lr) == ("float32", 1.0, 1e-4)
   config.validate(cfg, n_devices=1)
