@@ -8,17 +8,20 @@ from helpers import random_packed_batch
 from lumos_jax import attention
 
 
+def _random_case(rng, b, length, hq, hkv, d):
+  """(k_start, k_end [B, L], their largest lookahead, q, k, v, an output cotangent) for random
+  packed rows; q, k, v and the cotangent N(0, 1) float32 in the attention's shapes."""
+  _, lay = random_packed_batch(rng, b, length)
+  lookahead = int(np.max(lay["k_end"] - 1 - np.arange(length)))  # Layout.max_lookahead, all rows
+  shapes = [(b, length, hq, d), (b, length, hkv, d), (b, length, hkv, d), (b, length, hq, d)]
+  q, k, v, cot = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+  return jnp.asarray(lay["k_start"]), jnp.asarray(lay["k_end"]), lookahead, q, k, v, cot
+
+
 @pytest.mark.parametrize("seed,block_q", [(0, 16), (1, 24), (2, 48)])
 def test_fast_equals_dense_values_and_grads(seed, block_q):
   rng = np.random.default_rng(seed)
-  b, length, hq, hkv, d = 2, 96, 4, 2, 32
-  _, lay = random_packed_batch(rng, b, length)
-  lookahead = int(max(np.max(lay["k_end"][i] - 1 - np.arange(length)) for i in range(b)))
-  k_start, k_end = jnp.asarray(lay["k_start"]), jnp.asarray(lay["k_end"])
-  q = jnp.asarray(rng.normal(size=(b, length, hq, d)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(b, length, hkv, d)), jnp.float32)
-  v = jnp.asarray(rng.normal(size=(b, length, hkv, d)), jnp.float32)
-  cot = jnp.asarray(rng.normal(size=(b, length, hq, d)), jnp.float32)
+  k_start, k_end, lookahead, q, k, v, cot = _random_case(rng, 2, 96, 4, 2, 32)
 
   def run(impl):
     f = lambda q, k, v: jnp.sum(attention.attend(q, k, v, k_start, k_end, impl=impl,
@@ -44,13 +47,7 @@ def test_bfloat16_flash_backward_is_as_accurate_as_softmax_autodiff():
   reference (0.99-1.04x here; subtracting the row term in bfloat16 gives 1.18x, exponentials of
   bfloat16 logits 1.35x). On the trained demo model the whole step's gradients are 1.54e-2 vs
   1.52e-2 from float32 (relative, 2026-11-29)."""
-  rng = np.random.default_rng(4)
-  b, length, hq, hkv, d = 2, 96, 4, 2, 32
-  _, lay = random_packed_batch(rng, b, length)
-  lookahead = int(max(np.max(lay["k_end"][i] - 1 - np.arange(length)) for i in range(b)))
-  k_start, k_end = jnp.asarray(lay["k_start"]), jnp.asarray(lay["k_end"])
-  shapes = [(b, length, hq, d), (b, length, hkv, d), (b, length, hkv, d), (b, length, hq, d)]
-  q, k, v, cot = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+  k_start, k_end, lookahead, q, k, v, cot = _random_case(np.random.default_rng(4), 2, 96, 4, 2, 32)
 
   def grads(impl, dtype):
     def f(q, k, v):
@@ -115,12 +112,7 @@ def test_attn_out_remat_keeps_the_flash_residuals():
   "attn_out" must keep them, or the backward reruns the whole forward, PV matmul included, like a
   policy that keeps nothing. value_and_grad, so the forward's value is live: with grad alone XLA
   drops the first forward and every policy costs the same. Gradients equal the unrematerialised."""
-  rng = np.random.default_rng(3)
-  b, length, h, d = 1, 256, 2, 32
-  _, lay = random_packed_batch(rng, b, length)
-  lookahead = int(np.max(lay["k_end"][0] - 1 - np.arange(length)))
-  k_start, k_end = jnp.asarray(lay["k_start"]), jnp.asarray(lay["k_end"])
-  q, k, v, cot = (jnp.asarray(rng.normal(size=(b, length, h, d)), jnp.float32) for _ in range(4))
+  k_start, k_end, lookahead, q, k, v, cot = _random_case(np.random.default_rng(3), 1, 256, 2, 2, 32)
 
   def attend(q, k, v):
     out = attention.attend(q, k, v, k_start, k_end, impl="xla", block_q=64,
